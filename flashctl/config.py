@@ -1,0 +1,241 @@
+"""flashctl.toml -> frozen pydantic models, with CLI overrides and readable errors.
+
+Precedence: model defaults < the TOML file < ``--set section.key=value`` overrides. Phase two
+(:func:`validate_components`) checks each chosen component's own options model once the
+plugin registry exists.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "flashctl.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LibrarySection(Section):
+    path: str = "motions"
+
+
+class ModelSection(Section):
+    backbone: str = "animatediff"
+    decoder: str = "vae"
+
+
+class PrepareSection(Section):
+    frames: int = Field(16, ge=2, le=128, description="frames per normalised clip")
+    fps: float = Field(8.0, gt=0, le=120, description="frame rate clips are resampled to")
+    size: int = Field(64, ge=16, le=2048, multiple_of=8, description="square side in pixels")
+    start: float = Field(0.0, ge=0, description="seconds trimmed from the start of every clip")
+    max_clips: int = Field(16, ge=1, description="more clips than this is a warning")
+
+
+class TrainSection(Section):
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(8.0, gt=0)
+    strong_augment: bool = True
+    augmentations: list[str] = ["color-jitter", "hue-rotate", "channel-shuffle", "grayscale", "invert"]
+    motion_align: bool = True
+    correspondence_align: bool = True
+    detail_decoder: bool = True
+    lambda_motion: float = Field(1.0, ge=0)
+    lambda_corr: float = Field(1.0, ge=0)
+    donor_grad: bool = True
+
+
+class AnimateSection(Section):
+    steps: int = Field(20, ge=1)
+    scheduler: Literal["ddim", "euler", "dpm++"] = "ddim"
+    guidance_scale: float = Field(1.0, ge=0)
+    negative_prompt: str = ""
+    seed: int = 0
+    formats: list[str] = ["mp4"]
+    contact_sheet: bool = True
+    out: str = "outputs"
+
+
+class EvalSection(Section):
+    metrics: list[str] = ["first-frame", "smoothness", "temporal-consistency"]
+    out: str = "eval"
+
+
+class RuntimeSection(Section):
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    offline: bool = True
+    cache_dir: str = "~/.cache/flashctl"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+
+
+class PluginsSection(Section):
+    disable: list[str] = []
+    paths: list[str] = []
+
+
+class FlashConfig(Section):
+    schema_version: int = 1
+    library: LibrarySection = LibrarySection()
+    model: ModelSection = ModelSection()
+    prepare: PrepareSection = PrepareSection()
+    train: TrainSection = TrainSection()
+    animate: AnimateSection = AnimateSection()
+    eval: EvalSection = EvalSection()
+    runtime: RuntimeSection = RuntimeSection()
+    plugins: PluginsSection = PluginsSection()
+    # [options.<kind>.<name>]: each component's own settings, checked in phase two
+    options: dict[str, dict[str, dict[str, Any]]] = {}
+
+    # where the config came from; library paths are relative to its folder
+    source: str = Field("<defaults>", exclude=True)
+
+    def root(self) -> Path:
+        return Path(self.source).parent if self.source != "<defaults>" else Path.cwd()
+
+    def library_path(self) -> Path:
+        p = Path(self.library.path).expanduser()
+        return p if p.is_absolute() else self.root() / p
+
+    def component_options(self, kind: str, name: str) -> dict[str, Any]:
+        return self.options.get(kind, {}).get(name, {})
+
+
+def _suggest(key: str, model: type[BaseModel] | None) -> str:
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+    return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(model.model_fields)}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the last element of ``loc`` (for key suggestions)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def render_validation_error(exc: ValidationError, where: str, model: type[BaseModel]) -> tuple[str, str]:
+    """First pydantic error -> ("FILE: dotted.key: problem (got VALUE)", hint)."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    key = f"{where}.{dotted}" if dotted else where
+    if err["type"] == "extra_forbidden":
+        hint = _suggest(str(loc[-1]), _model_at(model, loc))
+        return f"{key}: unknown key", hint or "remove it"
+    value = err.get("input")
+    hint = "fix the value" if len(exc.errors()) == 1 else f"{len(exc.errors())} problems; fix this one first"
+    return f"{key}: {err['msg'].lower()} (got {value!r})", hint
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error names the file, line and column."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found", hint="pass --config PATH or create flashctl.toml") from None
+    except tomllib.TOMLDecodeError as exc:
+        line, col = getattr(exc, "lineno", "?"), getattr(exc, "colno", "?")
+        msg = getattr(exc, "msg", str(exc))
+        raise ConfigError(f"{path}:{line}:{col}: malformed TOML: {msg}", hint="fix the syntax at that line") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.steps=50`` -> (["train", "steps"], 50). Values are TOML; bare words are strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE", hint="for example --set train.steps=50")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return [p.strip() for p in key.split(".")], value
+
+
+def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        base = base.setdefault(part, {})
+        if not isinstance(base, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: '{part}' is not a table", hint="check the key")
+    base[path[-1]] = value
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> FlashConfig:
+    """Read ``path`` (or ./flashctl.toml if present, else defaults) and apply ``--set`` overrides."""
+    if path is None:
+        candidate = Path.cwd() / CONFIG_NAME
+        path = candidate if candidate.exists() else None
+    data: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        _merge(data, keys, value)
+    where = str(path) if path is not None else "<defaults>"
+    try:
+        return FlashConfig.model_validate({**data, "source": str(Path(path).resolve()) if path else "<defaults>"})
+    except ValidationError as exc:
+        raise ConfigError(*render_validation_error(exc, where, FlashConfig)) from None
+
+
+def config_to_dict(config: FlashConfig) -> dict[str, Any]:
+    """The resolved config as plain data (for provenance, ``config show``)."""
+    return config.model_dump(mode="json")
+
+
+def validate_components(config: FlashConfig, registry: Any) -> dict[tuple[str, str], Any]:
+    """Phase two: every chosen component exists and its options validate. Returns parsed options."""
+    where = config.source if config.source != "<defaults>" else "config"
+    chosen: list[tuple[str, str, str]] = [
+        ("backbone", config.model.backbone, "model.backbone"),
+        ("decoder", config.model.decoder, "model.decoder"),
+    ]
+    if config.train.strong_augment:
+        chosen += [("augmentation", n, f"train.augmentations[{i}]") for i, n in enumerate(config.train.augmentations)]
+    chosen += [("metric", n, f"eval.metrics[{i}]") for i, n in enumerate(config.eval.metrics)]
+    chosen += [("video_format", n, f"animate.formats[{i}]") for i, n in enumerate(config.animate.formats)]
+    for kind, names in config.options.items():
+        if kind not in registry_kinds():
+            close = difflib.get_close_matches(kind, registry_kinds(), n=1)
+            raise ConfigError(f"{where}: options.{kind}: unknown component kind",
+                              hint=f"did you mean '{close[0]}'?" if close else f"kinds: {', '.join(registry_kinds())}")
+        for name in names:
+            registry.get(kind, name, where=f"{where}: options.{kind}.{name}")
+    parsed = {}
+    for kind, name, key in chosen:
+        spec = registry.get(kind, name, where=f"{where}: {key}")
+        parsed[(kind, name)] = spec.validate_options(config.component_options(kind, name),
+                                                     f"{where}: options.{kind}.{name}")
+    return parsed
+
+
+def registry_kinds() -> list[str]:
+    from .registry import KINDS
+
+    return list(KINDS)

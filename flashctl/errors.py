@@ -1,0 +1,77 @@
+"""Every error flashctl raises on purpose. Each carries a one-line message and a hint (the fix).
+
+The CLI prints ``message`` and ``hint`` and exits with ``exit_code``; with ``--debug`` it shows
+the traceback. The library never prints or exits.
+"""
+
+from __future__ import annotations
+
+
+class FlashctlError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` 1 = error, 2 = usage/config."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigError(FlashctlError):
+    """flashctl.toml, a --set override or a component's options are wrong."""
+
+    exit_code = 2
+
+
+class UnknownComponentError(ConfigError):
+    """A backbone/decoder/augmentation/metric/format name no plugin registered."""
+
+
+class DuplicateComponentError(FlashctlError):
+    """Two plugins registered the same component name."""
+
+
+class InvalidActionNameError(FlashctlError):
+    """An action name that is not a plain slug (``[a-z0-9_-]+``)."""
+
+    exit_code = 2
+
+
+class MotionNotFoundError(FlashctlError):
+    """The motion library has no action of that name."""
+
+
+class MotionNotTrainedError(FlashctlError):
+    """The action exists but has no weights yet."""
+
+
+class IncompatibleMotionError(FlashctlError):
+    """A motion trained for another backbone, base weights or geometry."""
+
+
+class LibraryBusyError(FlashctlError):
+    """Another process holds the per-action lock."""
+
+
+class VideoReadError(FlashctlError):
+    """A clip that is missing, empty, truncated or not a video."""
+
+
+class ImageReadError(FlashctlError):
+    """A reference image that is missing or not an image."""
+
+
+class FFmpegNotFoundError(FlashctlError):
+    """No ffmpeg binary on PATH and no imageio-ffmpeg wheel."""
+
+
+class WeightsNotFoundError(FlashctlError):
+    """Pretrained weights could not be resolved to a local folder."""
+
+
+class TrainingDivergedError(FlashctlError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

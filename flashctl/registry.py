@@ -1,0 +1,113 @@
+"""Component specs and the registry that plugins fill through the ``register_*`` hooks.
+
+A spec is cheap data: a name, a factory that builds the component lazily (heavy imports
+happen inside it), the pydantic options model the component validates its settings with,
+and which plugin registered it. Building a component is ``registry.create(kind, name, options, ctx)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError, DuplicateComponentError, UnknownComponentError
+
+KINDS = ("backbone", "decoder", "augmentation", "metric", "video_format", "tracker")
+
+
+class Options(BaseModel):
+    """Base for every component's options: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(Options):
+    """For components that take no options."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    options: type[Options] = NoOptions
+    summary: str = ""
+    plugin: str = "?"
+    plugin_version: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)  # kind-specific, e.g. preserves_motion
+
+    def validate_options(self, raw: dict[str, Any] | None, where: str) -> Options:
+        """Phase-two validation: the component's own options model. ``where`` is the TOML path."""
+        from .config import render_validation_error
+
+        try:
+            return self.options.model_validate(raw or {})
+        except ValidationError as exc:
+            raise ConfigError(*render_validation_error(exc, where, self.options)) from None
+
+
+class Register:
+    """The callable handed to ``register_<kind>s`` hooks; stamps the plugin's name on each spec."""
+
+    def __init__(self, registry: "Registry", kind: str, plugin: str, plugin_version: str) -> None:
+        self._registry, self._kind = registry, kind
+        self._plugin, self._version = plugin, plugin_version
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[Options] = NoOptions,
+        summary: str = "",
+        **attrs: Any,
+    ) -> None:
+        spec = ComponentSpec(self._kind, name, factory, options, summary, self._plugin, self._version, attrs)
+        self._registry.add(spec)
+
+
+class Registry:
+    """Name -> spec per kind. Duplicates are an error naming both plugins."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, dict[str, ComponentSpec]] = {k: {} for k in KINDS}
+
+    def add(self, spec: ComponentSpec) -> None:
+        table = self._specs[spec.kind]
+        if spec.name in table:
+            other = table[spec.name]
+            raise DuplicateComponentError(
+                f"{spec.kind} '{spec.name}' is registered by both plugin '{other.plugin}' and plugin '{spec.plugin}'",
+                hint="disable one of them with `[plugins] disable = [\"NAME\"]` in flashctl.toml",
+            )
+        table[spec.name] = spec
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._specs[kind])
+
+    def specs(self, kind: str | None = None) -> list[ComponentSpec]:
+        kinds = KINDS if kind is None else (kind,)
+        return [self._specs[k][n] for k in kinds for n in sorted(self._specs[k])]
+
+    def get(self, kind: str, name: str, where: str | None = None) -> ComponentSpec:
+        table = self._specs[kind]
+        if name in table:
+            return table[name]
+        close = difflib.get_close_matches(name, list(table), n=1)
+        label = f"{where}: " if where else ""
+        suggestion = f"did you mean '{close[0]}'? " if close else ""
+        available = ", ".join(sorted(table)) or "none"
+        raise UnknownComponentError(
+            f"{label}unknown {kind.replace('_', ' ')} '{name}'; available: {available}",
+            hint=f"{suggestion}see `flashctl plugins`",
+        )
+
+    def create(self, kind: str, name: str, options: dict[str, Any] | None = None, ctx: Any = None,
+               where: str | None = None) -> Any:
+        """Validate ``options`` with the component's model and run its factory."""
+        spec = self.get(kind, name, where)
+        opts = spec.validate_options(options, where or f"{kind}.{name}")
+        return spec.factory(opts, ctx)
