@@ -1,0 +1,119 @@
+"""The flashctl command line: a thin Typer layer over the library.
+
+stdout carries results (``--json`` where a script wants them); progress, notes and errors go to
+stderr. Exit codes: 0 ok, 1 error, 2 usage or config. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import FlashctlError
+from .state import state
+
+app = typer.Typer(
+    name="flashctl",
+    help="Learn a human action from a few videos, then animate any still image with it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flashctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="FLASHCTL_CONFIG", metavar="PATH",
+                                                   help="Project config (default: ./flashctl.toml if present).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Learn a human action from a few videos, then animate any still image with it."""
+    state.config_path = config
+    state.debug = state.debug or debug
+
+
+def _register() -> None:
+    from . import animate, config_cmd, doctor, eval_cmd, motions, plugins_cmd, prepare, train
+
+    app.command("prepare")(prepare.prepare)
+    app.command("train")(train.train)
+    app.command("animate")(animate.animate)
+    app.command("eval")(eval_cmd.eval_)
+    app.add_typer(motions.app, name="motions")
+    app.command("plugins")(plugins_cmd.plugins)
+    app.add_typer(config_cmd.app, name="config")
+    app.command("doctor")(doctor.doctor)
+
+
+def _plugin_commands(argv: list[str]) -> None:
+    """Let plugins add commands. Runs before argv is parsed, so it reads [plugins] from the config cheaply."""
+    from ..config import load_config
+
+    path = None
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            path = Path(argv[i + 1])
+        elif arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1])
+    path = path or (Path(os.environ["FLASHCTL_CONFIG"]) if os.environ.get("FLASHCTL_CONFIG") else None)
+    try:
+        config = load_config(path)
+        host = state.host(config)
+    except FlashctlError:
+        return  # the command itself reports config errors properly
+    host.pm.hook.register_commands(app=app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turn errors into one line and an exit code."""
+    import click
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    state.debug = "--debug" in argv
+    _register()
+    _plugin_commands(argv)
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(argv, prog_name="flashctl", standalone_mode=False)
+    except click.Abort:
+        from .console import err
+
+        err.print("aborted")
+        raise SystemExit(1) from None
+    except click.ClickException as exc:
+        if state.debug:
+            raise
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except FlashctlError as exc:
+        if state.debug:
+            raise
+        from .console import print_error
+
+        print_error(exc.message, exc.hint)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:  # anything unexpected: one line, the traceback only with --debug
+        if state.debug:
+            raise
+        from .console import print_error
+
+        print_error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug for the traceback and report it")
+        raise SystemExit(1) from None
+    if isinstance(rc, int) and rc:
+        raise SystemExit(rc)

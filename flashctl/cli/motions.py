@@ -1,0 +1,98 @@
+"""flashctl motions list|show|verify|rm: the shared motion library."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .console import err, out, print_json
+from .options import JsonOpt
+from .state import state
+
+app = typer.Typer(help="Browse, check and remove learned actions.", no_args_is_help=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _library():
+    return state.library(state.config())
+
+
+@app.command("list")
+def list_(json_: JsonOpt = False) -> None:
+    """Show every action in the library."""
+    lib = _library()
+    infos = [lib.info(name) for name in lib.names()]
+    if json_:
+        print_json([asdict(i) for i in infos])
+        return
+    table = Table(title=f"motion library {lib.root}")
+    for col in ("action", "clips", "trained", "backbone", "last trained", "size"):
+        table.add_column(col, justify="right" if col in ("clips", "size") else "left")
+    for i in infos:
+        table.add_row(i.name, str(i.clips), "yes" if i.trained else "no", i.backbone or "-",
+                      i.last_trained or "-", _size(i.size_bytes))
+    out.print(table)
+    if not infos:
+        err.print("no actions yet: create one with `flashctl prepare ACTION --clips DIR --prompt \"...\"`")
+
+
+@app.command("show")
+def show(action: Annotated[str, typer.Argument()], json_: JsonOpt = False) -> None:
+    """Show one action: manifest, clips, weights and provenance."""
+    lib = _library()
+    lib.require(action)
+    manifest = lib.manifest(action)
+    data = {"info": asdict(lib.info(action)), "manifest": manifest.model_dump(mode="json"),
+            "weights": lib.weights_config(action), "provenance": lib.provenance(action)}
+    if json_:
+        print_json(data)
+        return
+    info = data["info"]
+    out.print(f"[bold]{action}[/]  {manifest.prompt!r}")
+    out.print(f"  clips: {info['clips']}   trained: {'yes' if info['trained'] else 'no'}   size: {_size(info['size_bytes'])}")
+    for clip in manifest.clips:
+        out.print(f"  - {clip.file}  sha256 {clip.sha256[:12]}  {clip.source or ''}")
+    if data["weights"]:
+        w = data["weights"]
+        out.print(f"  backbone: {w.get('backbone')}  last trained: {info['last_trained']}")
+
+
+@app.command("verify")
+def verify(actions: Annotated[Optional[list[str]], typer.Argument(help="Actions (default: all).")] = None,
+           json_: JsonOpt = False) -> None:
+    """Recompute clip and weight hashes; exit 1 if anything drifted."""
+    lib = _library()
+    names = actions or lib.names()
+    report = {name: [asdict(d) for d in lib.verify(name)] for name in names}
+    if json_:
+        print_json(report)
+    else:
+        for name, drifts in report.items():
+            if not drifts:
+                out.print(f"[green]ok[/]     {name}")
+            for d in drifts:
+                out.print(f"[red]drift[/]  {name}: {d['file']}: {d['problem']}")
+    if any(report.values()):
+        raise typer.Exit(1)
+
+
+@app.command("rm")
+def rm(action: Annotated[str, typer.Argument()],
+       yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
+    """Delete an action (clips, weights, history) from the library."""
+    lib = _library()
+    path = lib.require(action)
+    if not yes:
+        typer.confirm(f"delete {path} and everything in it?", abort=True, err=True)
+    lib.remove(action)
+    err.print(f"removed {action}")

@@ -1,0 +1,34 @@
+"""flashctl train: learn an action's motion (LoRA + Detail Enhancement Decoder)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .console import RichReporter, err, print_json
+from .options import JsonOpt, SetOpt
+from .state import state
+
+
+def train(
+    action: Annotated[str, typer.Argument(help="A prepared action in the motion library.")],
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps (default: train.steps).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the action's last checkpoint.")] = False,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Fine-tune the backbone on ACTION's clips and save the motion atomically."""
+    from ..pipeline.train import train as run
+
+    config = state.config(set_)
+    reporter = RichReporter()
+    result = run(config, state.library(config), action, state.host(config), reporter=reporter, steps=steps, resume=resume)
+    reporter.finish()
+    if json_:
+        print_json({"action": result.action, "steps": result.steps, "final_loss": result.final_loss,
+                    "seconds": result.seconds, "weights": str(result.weights_dir)})
+    else:
+        err.print(f"[green]trained[/] {result.action}: {result.steps} steps in {result.seconds:.1f} s, "
+                  f"final loss {result.final_loss:.4f}")
+        typer.echo(str(result.weights_dir))

@@ -1,0 +1,47 @@
+"""What a component factory gets besides its options: device, dtype, seed, weights lookup, progress.
+
+Factories are called as ``factory(options, ctx)``; ``ctx`` is a :class:`BuildContext`. Tests build
+one directly; the pipelines build it from the config and the plugin host with :func:`context_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .progress import NullReporter, Reporter
+
+
+def _no_weights(ref: str) -> Path | None:
+    """Default resolver: only an existing local folder counts."""
+    path = Path(ref).expanduser()
+    return path if path.is_dir() else None
+
+
+@dataclass
+class BuildContext:
+    device: str = "cpu"
+    dtype: str = "float32"  # "float32" | "bfloat16" | "float16"
+    seed: int = 0
+    cache_dir: Path = field(default_factory=lambda: Path("~/.cache/flashctl").expanduser())
+    offline: bool = True
+    resolve_weights: Callable[[str], Path | None] = _no_weights
+    reporter: Reporter = field(default_factory=NullReporter)
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def context_for(config: Any, host: Any, reporter: Reporter | None = None) -> BuildContext:
+    """The build context for a :class:`~flashctl.config.FlashConfig` and its plugin host."""
+    runtime = config.runtime
+    cache_dir = Path(runtime.cache_dir).expanduser()
+
+    def resolve(ref: str) -> Path | None:
+        return host.pm.hook.resolve_weights(ref=ref, cache_dir=cache_dir, offline=runtime.offline)
+
+    return BuildContext(device=runtime.device, dtype=runtime.dtype, seed=config.train.seed, cache_dir=cache_dir,
+                        offline=runtime.offline, resolve_weights=resolve, reporter=reporter or NullReporter())

@@ -1,0 +1,1 @@
+"""flashctl built-in plugin: metrics."""
