@@ -8,6 +8,7 @@ plugin registry exists.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -29,12 +30,12 @@ class Section(BaseModel):
 
 
 class LibrarySection(Section):
-    path: str = "motions"
+    path: str = Field("motions", description="motion library folder, relative to the config file")
 
 
 class ModelSection(Section):
-    backbone: str = "animatediff"
-    decoder: str = "vae"
+    backbone: str = Field("animatediff", description="video diffusion backbone (`flashctl plugins --kind backbone`)")
+    decoder: str = Field("vae", description="latent decoder (`flashctl plugins --kind decoder`)")
 
 
 class PrepareSection(Section):
@@ -46,54 +47,56 @@ class PrepareSection(Section):
 
 
 class TrainSection(Section):
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_checkpointing: bool = False
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(1, ge=1, description="clips per step")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
+    seed: int = Field(0, description="seed for noise, timesteps and augmentations")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: float = Field(8.0, gt=0)
-    strong_augment: bool = True
-    augmentations: list[str] = ["color-jitter", "hue-rotate", "channel-shuffle", "grayscale", "invert"]
-    motion_align: bool = True
-    correspondence_align: bool = True
-    detail_decoder: bool = True
-    lambda_motion: float = Field(1.0, ge=0)
-    lambda_corr: float = Field(1.0, ge=0)
-    donor_grad: bool = True
+    lora_rank: int = Field(8, ge=1, description="LoRA rank on temporal and cross-frame attention")
+    lora_alpha: float = Field(8.0, gt=0, description="LoRA scale numerator")
+    strong_augment: bool = Field(True, description="train on strongly re-coloured copies too (ablation #2+)")
+    augmentations: list[str] = Field(["color-jitter", "hue-rotate", "channel-shuffle", "grayscale", "invert"],
+                                     description="motion-preserving augmentations drawn from, one per clip")
+    motion_align: bool = Field(True, description="MAM motion alignment in temporal attention")
+    correspondence_align: bool = Field(True, description="MAM correspondence alignment in cross-frame attention")
+    detail_decoder: bool = Field(True, description="fit the Detail Enhancement Decoder")
+    lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
+    lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
+    donor_grad: bool = Field(True, description="let gradients flow through the original clip's donated features")
 
 
 class AnimateSection(Section):
-    steps: int = Field(20, ge=1)
-    scheduler: Literal["ddim", "euler", "dpm++"] = "ddim"
-    guidance_scale: float = Field(1.0, ge=0)
-    negative_prompt: str = ""
-    seed: int = 0
-    formats: list[str] = ["mp4"]
-    contact_sheet: bool = True
-    out: str = "outputs"
+    steps: int = Field(20, ge=1, description="denoising steps")
+    scheduler: Literal["ddim", "euler", "dpm++"] = Field("ddim", description="diffusers sampler")
+    guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance; 1 = off")
+    negative_prompt: str = Field("", description="used when guidance_scale > 1")
+    seed: int = Field(0, description="same seed, same video")
+    formats: list[str] = Field(["mp4"], description="output formats (`flashctl plugins --kind video_format`)")
+    contact_sheet: bool = Field(True, description="also write a PNG grid of the frames")
+    out: str = Field("outputs", description="output folder for animate")
 
 
 class EvalSection(Section):
-    metrics: list[str] = ["first-frame", "smoothness", "temporal-consistency"]
-    out: str = "eval"
+    metrics: list[str] = Field(["first-frame", "smoothness", "temporal-consistency"],
+                               description="metric plugins to score with")
+    out: str = Field("eval", description="report folder name inside the motion")
 
 
 class RuntimeSection(Section):
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    offline: bool = True
-    cache_dir: str = "~/.cache/flashctl"
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype at inference")
+    offline: bool = Field(True, description="never go online for weights")
+    cache_dir: str = Field("~/.cache/flashctl", description="where downloaded weights live")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
 
 
 class PluginsSection(Section):
-    disable: list[str] = []
-    paths: list[str] = []
+    disable: list[str] = Field([], description="plugin names to skip")
+    paths: list[str] = Field([], description="project-local plugin files or folders")
 
 
 class FlashConfig(Section):
@@ -163,8 +166,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found", hint="pass --config PATH or create flashctl.toml") from None
     except tomllib.TOMLDecodeError as exc:
-        line, col = getattr(exc, "lineno", "?"), getattr(exc, "colno", "?")
-        msg = getattr(exc, "msg", str(exc))
+        found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line, col = found.groups() if found else ("?", "?")
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc)) or "syntax error"
         raise ConfigError(f"{path}:{line}:{col}: malformed TOML: {msg}", hint="fix the syntax at that line") from None
 
 

@@ -1,0 +1,85 @@
+"""FLASH composed from a backbone: the LAMP-style training loss and the sampling loop.
+
+Frame 0 of every clip is the reference: its latent is never noised in training, is excluded
+from the loss, and is re-imposed at every sampling step. The Motion Alignment Module plugs in
+at :func:`denoising_loss`: it installs its processors on the backbone and calls it on the
+paired batch ``[x; x~]`` with the noise and timesteps of ``x`` repeated (:func:`draw_noise`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .diffusion import add_noise, training_scheduler, training_target
+from .interfaces import Backbone, Decoder
+
+
+def draw_noise(latents: torch.Tensor, num_train_timesteps: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian noise like ``latents`` ``(B, F, c, h, w)`` and one timestep per video ``(B,)``, drawn on CPU."""
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+    timesteps = torch.randint(0, num_train_timesteps, (latents.shape[0],), generator=generator).to(latents.device)
+    return noise, timesteps
+
+
+def denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, noise: torch.Tensor,
+                   timesteps: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
+    """Per-video MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean."""
+    noisy = add_noise(scheduler, latents, noise, timesteps)  # (B, F, c, h, w)
+    noisy = torch.cat([latents[:, :1], noisy[:, 1:]], dim=1)  # frame 0 stays the clean reference
+    context = prompt_emb.expand(latents.shape[0], -1, -1)  # (B, seq, dim)
+    pred = backbone.denoise(noisy, timesteps, context)  # (B, F, c, h, w)
+    target = training_target(scheduler, latents, noise, timesteps)
+    return F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none").flatten(1).mean(1)
+
+
+def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Mean denoising loss of a batch of clips ``(B, F, c, h, w)``; ``prompt_emb`` is ``(1 or B, seq, dim)``."""
+    scheduler = training_scheduler(backbone.scheduler_config)
+    noise, timesteps = draw_noise(batch_latents, scheduler.config.num_train_timesteps, generator)
+    return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb).mean()
+
+
+@torch.no_grad()
+def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
+                   steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Denoise ``frames`` latents whose frame 0 is ``reference_latent`` ``(B, c, h, w)`` -> ``(B, F, c, h, w)``."""
+    b = reference_latent.shape[0]
+    ref = reference_latent[:, None].to(backbone.device, backbone.dtype)  # (B, 1, c, h, w)
+    guided = guidance_scale > 1.0
+    if guided and negative_emb is None:
+        raise ValueError("guidance_scale > 1 needs negative_emb (encode the negative prompt, '' by default)")
+    context = prompt_emb.expand(b, -1, -1)  # (B, seq, dim)
+    if guided:
+        context = torch.cat([negative_emb.expand(b, -1, -1), context])  # (2B, seq, dim)
+    scheduler.set_timesteps(steps, device=backbone.device)
+    shape = (b, frames, *reference_latent.shape[1:])
+    latents = torch.randn(shape, generator=generator).to(backbone.device, backbone.dtype) * scheduler.init_noise_sigma
+    latents = torch.cat([ref, latents[:, 1:]], dim=1)  # (B, F, c, h, w)
+    for t in scheduler.timesteps:
+        model_in = torch.cat([ref, scheduler.scale_model_input(latents, t)[:, 1:]], dim=1)
+        if guided:
+            model_in = torch.cat([model_in, model_in])  # (2B, F, c, h, w)
+        pred = backbone.denoise(model_in, t.expand(model_in.shape[0]), context)
+        if guided:
+            uncond, cond = pred.chunk(2)
+            pred = uncond + guidance_scale * (cond - uncond)
+        latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
+        latents = torch.cat([ref, latents[:, 1:]], dim=1)  # re-impose the reference
+    return latents
+
+
+@torch.no_grad()
+def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
+           steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it."""
+    reference_latent = backbone.encode_video(reference_image[:, None])[:, 0]  # (B, c, h, w)
+    latents = sample_latents(backbone, reference_latent, prompt_emb, frames, steps, scheduler, guidance_scale,
+                             negative_emb, generator)
+    return decoder.decode(latents, reference_image.to(backbone.device, backbone.dtype))

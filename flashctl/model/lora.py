@@ -1,0 +1,56 @@
+"""Motion LoRA: the per-action parameters, injected with peft into the backbone's U-Net.
+
+Targets come from the backbone (temporal attention q/k/v/out and the cross-frame attention's
+query). Only LoRA tensors are trainable and saved; the base stays frozen and shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import IncompatibleMotionError
+from .interfaces import Backbone
+
+ADAPTER = "motion"
+
+
+def lora_config(backbone: Backbone, rank: int, alpha: float) -> Any:
+    from peft import LoraConfig
+
+    pattern = "|".join(f"(?:{p})" for p in backbone.lora_targets)
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, init_lora_weights=True)
+
+
+def add_motion_lora(backbone: Backbone, rank: int, alpha: float) -> list[torch.nn.Parameter]:
+    """Wrap the target layers with a fresh LoRA (B = 0, so the output is unchanged); return its parameters."""
+    unet = backbone.unet
+    unet.add_adapter(lora_config(backbone, rank, alpha), adapter_name=ADAPTER)
+    unet.requires_grad_(False)
+    params = [p for n, p in unet.named_parameters() if ".lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
+    """The LoRA tensors only, CPU and contiguous (safetensors-ready)."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(backbone.unet, adapter_name=ADAPTER)
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def load_motion_lora(backbone: Backbone, state: dict[str, torch.Tensor], rank: int, alpha: float,
+                     source: str) -> None:
+    """Add a LoRA with the saved rank/alpha and load ``state`` into it; mismatched keys name ``source``."""
+    from peft import set_peft_model_state_dict
+
+    add_motion_lora(backbone, rank, alpha)
+    result = set_peft_model_state_dict(backbone.unet, state, adapter_name=ADAPTER)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise IncompatibleMotionError(f"{source}: {len(unexpected)} LoRA tensors do not fit this backbone "
+                                      f"(first: {unexpected[0]})", hint="retrain the motion with the active config")
+    backbone.unet.requires_grad_(False)

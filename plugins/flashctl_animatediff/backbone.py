@@ -1,0 +1,138 @@
+"""The AnimateDiff backbone: UNetMotionModel with cross-frame spatial attention, VAE, CLIP text.
+
+Image conditioning is LAMP-style: the reference latent is frame 0 (kept clean by
+:mod:`flashctl.model.flash`); cross-frame attention carries its appearance into later frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from einops import rearrange
+
+from flashctl.model.cross_frame import CrossFrameAttnProcessor
+
+from . import AnimateDiffOptions
+from .components import ADAPTER_FOLDER, Components, sd15_components, tiny_components
+
+SPATIAL_SELF_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor")
+TEMPORAL_ATTN = re.compile(r"(.*\.)?motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.processor")
+LORA_TARGETS = [
+    r".*motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)",
+    r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_q",
+]
+
+
+def _public(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+
+class AnimateDiffBackbone:
+    name = "animatediff"
+    lora_targets = LORA_TARGETS
+
+    def __init__(self, components: Components, options: AnimateDiffOptions, device: str, dtype: torch.dtype) -> None:
+        self.options = options
+        self.base_id = components.base_id
+        self._unet2d_config = _public(components.unet2d.config)
+        self._adapter_config = _public(components.adapter.config)
+        self.unet = UNetMotionModel.from_unet2d(components.unet2d, components.adapter)
+        self.vae, self.text_encoder, self.tokenizer = components.vae, components.text_encoder, components.tokenizer
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.requires_grad_(False).eval().to(device)
+            if dtype != torch.float32:
+                module.to(dtype=dtype)
+        self.spatial_attention = [n for n in self.unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
+        self.temporal_attention = [n for n in self.unet.attn_processors if TEMPORAL_ATTN.fullmatch(n)]
+        self.unet.set_attn_processor({n: CrossFrameAttnProcessor() for n in self.spatial_attention}
+                                     | {n: p for n, p in self.unet.attn_processors.items()
+                                        if n not in self.spatial_attention})
+        self.scheduler_config = {
+            "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
+            "prediction_type": options.prediction_type, "clip_sample": False, "steps_offset": 1,
+            "set_alpha_to_one": False, "timestep_spacing": "linspace",
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def _set_frames(self, frames: int) -> None:
+        """Tell every cross-frame processor (including subclasses installed later) the frame count."""
+        for proc in self.unet.attn_processors.values():
+            if isinstance(proc, CrossFrameAttnProcessor):
+                proc.num_frames = frames
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids  # (B, seq)
+        return self.text_encoder(ids.to(self.device))[0]  # (B, seq, dim)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        b = video.shape[0]
+        frames = rearrange(video, "b f c h w -> (b f) c h w").to(self.device, self.vae.dtype)
+        latents = self.vae.encode(frames).latent_dist.mode() * self.vae.config.scaling_factor  # (B*F, c, h, w)
+        return rearrange(latents, "(b f) c h w -> b f c h w", b=b)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        b = latents.shape[0]
+        z = rearrange(latents, "b f c h w -> (b f) c h w").to(self.vae.dtype) / self.vae.config.scaling_factor
+        video = self.vae.decode(z).sample.clamp(-1, 1)  # (B*F, 3, H, W)
+        return rearrange(video, "(b f) c h w -> b f c h w", b=b)
+
+    def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
+        frames = latents.shape[1]
+        self._set_frames(frames)
+        sample = rearrange(latents, "b f c h w -> b c f h w")
+        context = prompt_emb.repeat_interleave(frames, dim=0)  # (B*F, seq, dim): UNetMotionModel's layout
+        out = self.unet(sample, timestep, encoder_hidden_states=context).sample  # (B, c, F, h, w)
+        return rearrange(out, "b c f h w -> b f c h w")
+
+    def geometry(self) -> dict[str, Any]:
+        configs = {"unet": self._unet2d_config, "motion_adapter": self._adapter_config,
+                   "vae": _public(self.vae.config)}
+        digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
+        return {
+            "backbone": self.name,
+            "preset": self.options.preset,
+            "base": self.base_id,
+            "base_config_sha256": digest,
+            "latent_channels": int(self.vae.config.latent_channels),
+            "downsample": 2 ** (len(self.vae.config.block_out_channels) - 1),
+        }
+
+    def save_pretrained(self, path: Path) -> Path:
+        """Write the base in the sd15 layout (unet/ vae/ text_encoder/ tokenizer/ motion_adapter/).
+
+        Call it before motion LoRA is added: the dump is the frozen base only.
+        """
+        path = Path(path)
+        state = self.unet.state_dict()
+        unet2d = UNet2DConditionModel.from_config(self._unet2d_config)
+        unet2d.load_state_dict({k: v for k, v in state.items() if "motion_modules" not in k})
+        adapter = MotionAdapter.from_config(self._adapter_config)
+        adapter.load_state_dict({k: v for k, v in state.items() if "motion_modules" in k})  # same key names
+        unet2d.save_pretrained(path / "unet")
+        adapter.save_pretrained(path / ADAPTER_FOLDER)
+        self.vae.save_pretrained(path / "vae")
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        return path
+
+
+def build_backbone(options: AnimateDiffOptions, ctx: Any) -> AnimateDiffBackbone:
+    components = tiny_components(options) if options.preset == "tiny" else sd15_components(options, ctx)
+    return AnimateDiffBackbone(components, options, ctx.device, ctx.torch_dtype())

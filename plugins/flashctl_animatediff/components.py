@@ -1,0 +1,95 @@
+"""The diffusers/transformers modules an AnimateDiff backbone is made of: tiny random or SD1.5."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from flashctl.errors import WeightsNotFoundError
+
+from . import SD15_BASE, SD15_MOTION_ADAPTER, AnimateDiffOptions
+
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+ADAPTER_FOLDER = "motion_adapter"
+
+
+@dataclass
+class Components:
+    unet2d: UNet2DConditionModel
+    adapter: MotionAdapter
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    base_id: str
+
+
+def byte_level_tokenizer(max_length: int = 77) -> CLIPTokenizer:
+    """A char-level CLIP tokenizer over the 256 byte symbols, built offline (514 tokens)."""
+    from tokenizers import pre_tokenizers
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def tiny_components(options: AnimateDiffOptions) -> Components:
+    """Random-weight components, identical for the same options (``init_seed``) in any process."""
+    n, groups = len(options.channels), 8
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.init_seed)
+        unet2d = UNet2DConditionModel(
+            block_out_channels=options.channels, layers_per_block=1, in_channels=4, out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+            cross_attention_dim=options.text_dim, attention_head_dim=8, norm_num_groups=groups)
+        adapter = MotionAdapter(block_out_channels=options.channels, motion_layers_per_block=1,
+                                motion_norm_num_groups=groups, motion_num_attention_heads=4)
+        m = len(options.vae_channels)
+        vae = AutoencoderKL(block_out_channels=options.vae_channels, in_channels=3, out_channels=3, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * m, up_block_types=("UpDecoderBlock2D",) * m,
+                            layers_per_block=1, norm_num_groups=groups)
+        tokenizer = byte_level_tokenizer()
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            hidden_size=options.text_dim, intermediate_size=2 * options.text_dim, num_attention_heads=4,
+            num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id))
+    return Components(unet2d, adapter, vae, text_encoder, tokenizer, base_id=f"tiny(init_seed={options.init_seed})")
+
+
+def _resolve(ref: str, what: str, key: str, ctx: Any) -> Path:
+    path = ctx.resolve_weights(ref)
+    if path is None:
+        hint = (f"put a diffusers folder at {Path(ref).expanduser()} or download '{ref}' into the Hugging Face cache "
+                f"and set options.backbone.animatediff.{key}")
+        if ctx.offline:
+            hint += "; or set runtime.offline = false to download it"
+        raise WeightsNotFoundError(f"animatediff sd15: {what} '{ref}' not found locally", hint=hint)
+    return path
+
+
+def sd15_components(options: AnimateDiffOptions, ctx: Any) -> Components:
+    """SD1.5 base (unet/ vae/ text_encoder/ tokenizer/) plus a MotionAdapter folder, resolved through ``ctx``."""
+    base_ref = options.base or SD15_BASE
+    root = _resolve(base_ref, "base weights", "base", ctx)
+    missing = [s for s in SUBFOLDERS if not (root / s).is_dir()]
+    if missing:
+        raise WeightsNotFoundError(f"animatediff sd15: base folder {root} lacks {', '.join(missing)}/",
+                                   hint=f"the folder needs the diffusers layout: {', '.join(SUBFOLDERS)}")
+    adapter_ref = options.motion_adapter or SD15_MOTION_ADAPTER
+    adapter_dir = _resolve(adapter_ref, "motion adapter", "motion_adapter", ctx)
+    return Components(
+        unet2d=UNet2DConditionModel.from_pretrained(root, subfolder="unet"),
+        adapter=MotionAdapter.from_pretrained(adapter_dir),
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        base_id=base_ref,
+    )
