@@ -144,12 +144,13 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return model
 
 
-def render_validation_error(exc: ValidationError, where: str, model: type[BaseModel]) -> tuple[str, str]:
-    """First pydantic error -> ("FILE: dotted.key: problem (got VALUE)", hint)."""
+def render_validation_error(exc: ValidationError, source: str, model: type[BaseModel],
+                            prefix: str = "") -> tuple[str, str]:
+    """First pydantic error -> ("FILE: prefix.dotted.key: problem (got VALUE)", hint)."""
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    dotted = ".".join(str(p) for p in loc)
-    key = f"{where}.{dotted}" if dotted else where
+    dotted = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(loc))
+    key = f"{source}: {dotted}" if dotted else source
     if err["type"] == "extra_forbidden":
         hint = _suggest(str(loc[-1]), _model_at(model, loc))
         return f"{key}: unknown key", hint or "remove it"
@@ -198,13 +199,16 @@ def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> Fl
         candidate = Path.cwd() / CONFIG_NAME
         path = candidate if candidate.exists() else None
     data: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    overridden = set()
     for item in overrides:
         keys, value = parse_override(item)
         _merge(data, keys, value)
-    where = str(path) if path is not None else "<defaults>"
+        overridden.add(".".join(keys))
     try:
         return FlashConfig.model_validate({**data, "source": str(Path(path).resolve()) if path else "<defaults>"})
     except ValidationError as exc:
+        bad = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        where = "--set" if bad in overridden or path is None else str(path)
         raise ConfigError(*render_validation_error(exc, where, FlashConfig)) from None
 
 
@@ -234,8 +238,8 @@ def validate_components(config: FlashConfig, registry: Any) -> dict[tuple[str, s
     parsed = {}
     for kind, name, key in chosen:
         spec = registry.get(kind, name, where=f"{where}: {key}")
-        parsed[(kind, name)] = spec.validate_options(config.component_options(kind, name),
-                                                     f"{where}: options.{kind}.{name}")
+        parsed[(kind, name)] = spec.validate_options(config.component_options(kind, name), where,
+                                                     f"options.{kind}.{name}")
     return parsed
 
 

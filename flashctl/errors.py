@@ -75,3 +75,11 @@ class WeightsNotFoundError(FlashctlError):
 
 class TrainingDivergedError(FlashctlError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ManifestError(ConfigError):
+    """A motion.toml that does not parse or does not validate."""
+
+
+class StaleCacheError(FlashctlError):
+    """prepare's frame cache is missing, unreadable, or was made from other clips or geometry."""

@@ -39,14 +39,15 @@ class ComponentSpec:
     plugin_version: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)  # kind-specific, e.g. preserves_motion
 
-    def validate_options(self, raw: dict[str, Any] | None, where: str) -> Options:
-        """Phase-two validation: the component's own options model. ``where`` is the TOML path."""
+    def validate_options(self, raw: dict[str, Any] | None, source: str = "config", key: str = "") -> Options:
+        """Phase-two validation with the component's own options model; errors name ``source`` and ``key``."""
         from .config import render_validation_error
 
         try:
             return self.options.model_validate(raw or {})
         except ValidationError as exc:
-            raise ConfigError(*render_validation_error(exc, where, self.options)) from None
+            raise ConfigError(*render_validation_error(exc, source, self.options,
+                                                       key or f"options.{self.kind}.{self.name}")) from None
 
 
 class Register:
@@ -109,5 +110,5 @@ class Registry:
                where: str | None = None) -> Any:
         """Validate ``options`` with the component's model and run its factory."""
         spec = self.get(kind, name, where)
-        opts = spec.validate_options(options, where or f"{kind}.{name}")
+        opts = spec.validate_options(options, where or "config")
         return spec.factory(opts, ctx)

@@ -24,9 +24,10 @@ def cli_markdown() -> str:
     import typer
     from click.testing import CliRunner
 
-    from flashctl.cli import _register, app
+    from flashctl.cli import _plugin_commands, build_app
 
-    _register()
+    app = build_app()
+    _plugin_commands(app, [])  # built-in plugins add commands too (e.g. synth)
     command = typer.main.get_command(app)
     runner = CliRunner()
     parts = ["# flashctl command reference", "",

@@ -17,24 +17,12 @@ from .. import __version__
 from ..errors import FlashctlError
 from .state import state
 
-app = typer.Typer(
-    name="flashctl",
-    help="Learn a human action from a few videos, then animate any still image with it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"flashctl {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="FLASHCTL_CONFIG", metavar="PATH",
                                                    help="Project config (default: ./flashctl.toml if present).")] = None,
@@ -46,9 +34,20 @@ def root(
     state.debug = state.debug or debug
 
 
-def _register() -> None:
+def build_app() -> typer.Typer:
+    """A fresh app with every built-in command (plugin commands are added by ``main``)."""
     from . import animate, config_cmd, doctor, eval_cmd, motions, plugins_cmd, prepare, train
 
+    app = typer.Typer(
+        name="flashctl",
+        help="Learn a human action from a few videos, then animate any still image with it.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(root)
     app.command("prepare")(prepare.prepare)
     app.command("train")(train.train)
     app.command("animate")(animate.animate)
@@ -57,9 +56,10 @@ def _register() -> None:
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(config_cmd.app, name="config")
     app.command("doctor")(doctor.doctor)
+    return app
 
 
-def _plugin_commands(argv: list[str]) -> None:
+def _plugin_commands(app: typer.Typer, argv: list[str]) -> None:
     """Let plugins add commands. Runs before argv is parsed, so it reads [plugins] from the config cheaply."""
     from ..config import load_config
 
@@ -80,25 +80,13 @@ def _plugin_commands(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turn errors into one line and an exit code."""
-    import click
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    state.debug = "--debug" in argv
-    _register()
-    _plugin_commands(argv)
+    state.reset(debug="--debug" in argv)
+    app = build_app()
+    _plugin_commands(app, argv)
     command = typer.main.get_command(app)
-    try:
-        rc = command.main(argv, prog_name="flashctl", standalone_mode=False)
-    except click.Abort:
-        from .console import err
-
-        err.print("aborted")
-        raise SystemExit(1) from None
-    except click.ClickException as exc:
-        if state.debug:
-            raise
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
+    try:  # standalone mode: usage errors print usage and exit 2, --help exits 0
+        command.main(argv, prog_name="flashctl", standalone_mode=True)
     except FlashctlError as exc:
         if state.debug:
             raise
@@ -115,5 +103,3 @@ def main(argv: list[str] | None = None) -> None:
 
         print_error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug for the traceback and report it")
         raise SystemExit(1) from None
-    if isinstance(rc, int) and rc:
-        raise SystemExit(rc)

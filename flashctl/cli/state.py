@@ -17,6 +17,10 @@ class State:
     _host_key: Any = None
     _configs: dict = field(default_factory=dict)
 
+    def reset(self, debug: bool = False) -> None:
+        """Forget everything loaded (each ``main`` call starts clean)."""
+        self.__init__(debug=debug)
+
     def config(self, overrides: list[str] | None = None) -> FlashConfig:
         key = tuple(overrides or ())
         if key not in self._configs:

@@ -1,0 +1,1 @@
+"""flashctl built-in plugin: synthetic human actors (the `flashctl synth` command)."""

@@ -1,0 +1,170 @@
+"""Metrics: each one moves in its declared direction on synthetic videos."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from flashctl.errors import ConfigError
+from flashctl.plugins import build_host
+
+FRAMES, SIZE = 8, 32
+NAMES = ["first-frame", "smoothness", "temporal-consistency", "motion-fidelity", "appearance"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return build_host().registry
+
+
+def metric(registry, name, **options):
+    return registry.create("metric", name, options)
+
+
+def background(flip: bool = False) -> torch.Tensor:
+    """A diagonal two-colour gradient: (3, H, W)."""
+    ramp = torch.linspace(0, 1, SIZE)
+    t = ((ramp.view(-1, 1) + ramp.view(1, -1)) / 2).flip(-1) if flip else (ramp.view(-1, 1) + ramp.view(1, -1)) / 2
+    a, b = (torch.tensor([-0.7, -0.2, 0.3]), torch.tensor([0.2, -0.6, -0.5]))
+    if flip:
+        a, b = torch.tensor([0.5, 0.4, -0.8]), torch.tensor([-0.3, 0.6, 0.1])
+    return a.view(3, 1, 1) * (1 - t) + b.view(3, 1, 1) * t
+
+
+def figure(bg: torch.Tensor, path, colour=(0.9, 0.8, -0.9)) -> torch.Tensor:
+    """A 6x6 square at (row, col) = path(t) over a static background: (F, 3, H, W)."""
+    video = bg.expand(FRAMES, 3, SIZE, SIZE).clone()
+    for t in range(FRAMES):
+        r, c = path(t)
+        video[t, :, r:r + 6, c:c + 6] = torch.tensor(colour).view(3, 1, 1)
+    return video
+
+
+def rightward(t):
+    return 4, 2 + 3 * t
+
+
+def downward(t):
+    return 4 + 3 * t, 2
+
+
+@pytest.fixture(scope="module")
+def target():
+    return figure(background(), rightward)
+
+
+def noisy(video: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (video + std * torch.randn(video.shape, generator=g)).clamp(-1, 1)
+
+
+def test_directions_cover_every_key(registry, target):
+    for name in NAMES:
+        spec = registry.get("metric", name)
+        scores = spec.factory(spec.validate_options({}, name), None)(target, reference=target[0], target=target)
+        assert scores and set(scores) == set(spec.attrs["higher_is_better"]), name
+        assert all(isinstance(v, float) and math.isfinite(v) for v in scores.values()), name
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    code = "import sys, flashctl_metrics; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_first_frame_identical_then_worse_with_noise(registry, target):
+    score = metric(registry, "first-frame", max_psnr=99.0)
+    same = score(target, reference=target[0])
+    assert same["psnr"] == 99.0 and same["ssim"] == pytest.approx(1.0, abs=1e-5)
+    light, heavy = (score(noisy(target, s), reference=target[0]) for s in (0.05, 0.3))
+    assert same["psnr"] > light["psnr"] > heavy["psnr"]
+    assert same["ssim"] > light["ssim"] > heavy["ssim"]
+
+
+def test_psnr_matches_its_definition_and_ssim_prefers_a_shift_to_noise(registry, target):
+    score = metric(registry, "first-frame")
+    shift = 0.2  # on the [-1, 1] scale: 0.1 on [0, 1]
+    reference = target[0].clamp(-0.7, 0.7)
+    shifted = score((reference + shift)[None], reference=reference)
+    assert shifted["psnr"] == pytest.approx(-20 * math.log10(shift / 2), abs=1e-3)
+    # noise with the same MSE as the shift destroys structure; SSIM must notice, PSNR must not
+    g = torch.Generator().manual_seed(0)
+    sign = torch.randint(0, 2, reference.shape, generator=g) * 2 - 1
+    speckled = score((reference + shift * sign)[None], reference=reference)
+    assert speckled["psnr"] == pytest.approx(shifted["psnr"], abs=1e-3)
+    assert speckled["ssim"] < shifted["ssim"] - 0.2
+
+
+def test_ssim_is_symmetric_and_fits_tiny_images(registry):
+    from flashctl_metrics.reference import ssim
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(3, 5, 6, generator=g), torch.rand(3, 5, 6, generator=g)
+    assert ssim(a, b, 11, 1.5) == pytest.approx(ssim(b, a, 11, 1.5), abs=1e-6)
+    assert ssim(a, a, 11, 1.5) == pytest.approx(1.0, abs=1e-5) and ssim(a, b, 11, 1.5) < 0.5
+
+
+def test_smoothness_flags_a_jump_out_of_the_reference(registry, target):
+    score = metric(registry, "smoothness")
+    smooth = score(target, reference=target[0])
+    jumped = target.clone()
+    jumped[1:] = figure(background(flip=True), rightward)[1:]  # frame 0 is the reference, then another look
+    jumpy = score(jumped, reference=target[0])
+    frozen = score(target[:1].expand(FRAMES, -1, -1, -1), reference=target[0])
+    assert smooth["jump"] == pytest.approx(1.0, abs=0.15)
+    assert jumpy["jump"] > 5 * smooth["jump"] and jumpy["first_change"] > smooth["first_change"]
+    assert frozen["jump"] == 1.0 and frozen["first_change"] == 0.0
+
+
+def test_temporal_consistency_sees_flicker(registry, target):
+    score = metric(registry, "temporal-consistency")
+    still = score(target[:1].expand(FRAMES, -1, -1, -1), reference=target[0])
+    smooth = score(target, reference=target[0])
+    boiling = score(torch.stack([noisy(f, 0.1, seed=i) for i, f in enumerate(target)]), reference=target[0])
+    pumping = target * torch.tensor([1.0, 0.6] * (FRAMES // 2)).view(-1, 1, 1, 1)  # brightness flicker
+    pumped = score(pumping, reference=target[0])
+    assert still == {"similarity": 1.0, "flicker": 0.0}
+    assert still["similarity"] > smooth["similarity"] > boiling["similarity"]
+    assert smooth["flicker"] < boiling["flicker"] and smooth["flicker"] < pumped["flicker"]
+
+
+def test_motion_fidelity_ranks_motions(registry, target):
+    score = metric(registry, "motion-fidelity")
+    recoloured = figure(background(flip=True), rightward, colour=(-0.9, 0.9, 0.8))[:, [2, 0, 1]]
+    other_motion = figure(background(), downward)
+    frozen = target[:1].expand(FRAMES, -1, -1, -1)
+    results = {name: score(video, reference=target[0], target=target) for name, video in
+               [("self", target), ("recoloured", recoloured), ("other", other_motion), ("frozen", frozen)]}
+    sim = {k: v["map_similarity"] for k, v in results.items()}
+    assert sim["self"] == pytest.approx(1.0, abs=1e-6)
+    assert sim["self"] >= sim["recoloured"] > sim["other"] + 0.3 > sim["frozen"] + 0.3
+    assert sim["frozen"] == 0.0 and results["frozen"]["energy_ratio"] == 0.0
+    assert results["self"]["energy_ratio"] == 1.0
+
+
+def test_motion_fidelity_needs_a_target_and_tolerates_other_sizes(registry, target):
+    assert registry.get("metric", "motion-fidelity").attrs["requires_target"] is True
+    score = metric(registry, "motion-fidelity")
+    assert score(target, reference=target[0]) == {}
+    upscaled = torch.nn.functional.interpolate(target, scale_factor=2, mode="nearest")  # (F, 3, 2H, 2W)
+    assert score(upscaled[:5], reference=target[0], target=target)["map_similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_appearance_keeps_colours_not_positions(registry, target):
+    score = metric(registry, "appearance")
+    moved = score(target, reference=target[0])
+    grainy = score(noisy(target, 0.1), reference=target[0])
+    recoloured = score(-target, reference=target[0])
+    assert moved["histogram_min"] > 0.95
+    assert moved["histogram_mean"] > grainy["histogram_mean"] > recoloured["histogram_mean"]
+    assert recoloured["histogram_mean"] < 0.3
+
+
+def test_bad_options_are_config_errors(registry):
+    with pytest.raises(ConfigError, match="ssim_window"):
+        metric(registry, "first-frame", ssim_window=8)
+    with pytest.raises(ConfigError, match="grid"):
+        metric(registry, "motion-fidelity", grid=0)
