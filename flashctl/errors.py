@@ -83,3 +83,7 @@ class ManifestError(ConfigError):
 
 class StaleCacheError(FlashctlError):
     """prepare's frame cache is missing, unreadable, or was made from other clips or geometry."""
+
+
+class VideoWriteError(FlashctlError):
+    """ffmpeg failed to encode an output video."""

@@ -88,3 +88,14 @@ def test_doctor_json_reports_versions_and_ffmpeg(capsys):
     checks = {c["check"]: c for c in json.loads(r.out)}
     assert checks["torch device"]["ok"] and "2.13.0" in checks["torch device"]["detail"]
     assert checks["ffmpeg"]["ok"] and checks["torchvision"]["ok"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["plugins", "--json"], ["config", "show"], ["motions", "list"]])
+def test_fast_paths_never_import_torch(argv):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom flashctl.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nassert 'diffusers' not in sys.modules\n" % argv)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]

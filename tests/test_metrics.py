@@ -25,13 +25,13 @@ def metric(registry, name, **options):
     return registry.create("metric", name, options)
 
 
-def background(flip: bool = False) -> torch.Tensor:
-    """A diagonal two-colour gradient: (3, H, W)."""
+def background(other: bool = False) -> torch.Tensor:
+    """A diagonal two-colour gradient (``other``: mirrored, other colours): (3, H, W)."""
     ramp = torch.linspace(0, 1, SIZE)
-    t = ((ramp.view(-1, 1) + ramp.view(1, -1)) / 2).flip(-1) if flip else (ramp.view(-1, 1) + ramp.view(1, -1)) / 2
-    a, b = (torch.tensor([-0.7, -0.2, 0.3]), torch.tensor([0.2, -0.6, -0.5]))
-    if flip:
-        a, b = torch.tensor([0.5, 0.4, -0.8]), torch.tensor([-0.3, 0.6, 0.1])
+    t = (ramp.view(-1, 1) + ramp.view(1, -1)) / 2  # (H, W)
+    a, b = torch.tensor([-0.7, -0.2, 0.3]), torch.tensor([0.2, -0.6, -0.5])
+    if other:
+        t, a, b = t.flip(-1), torch.tensor([0.5, 0.4, -0.8]), torch.tensor([-0.3, 0.6, 0.1])
     return a.view(3, 1, 1) * (1 - t) + b.view(3, 1, 1) * t
 
 
@@ -111,7 +111,7 @@ def test_smoothness_flags_a_jump_out_of_the_reference(registry, target):
     score = metric(registry, "smoothness")
     smooth = score(target, reference=target[0])
     jumped = target.clone()
-    jumped[1:] = figure(background(flip=True), rightward)[1:]  # frame 0 is the reference, then another look
+    jumped[1:] = figure(background(other=True), rightward)[1:]  # frame 0 is the reference, then another look
     jumpy = score(jumped, reference=target[0])
     frozen = score(target[:1].expand(FRAMES, -1, -1, -1), reference=target[0])
     assert smooth["jump"] == pytest.approx(1.0, abs=0.15)
@@ -133,7 +133,7 @@ def test_temporal_consistency_sees_flicker(registry, target):
 
 def test_motion_fidelity_ranks_motions(registry, target):
     score = metric(registry, "motion-fidelity")
-    recoloured = figure(background(flip=True), rightward, colour=(-0.9, 0.9, 0.8))[:, [2, 0, 1]]
+    recoloured = figure(background(other=True), rightward, colour=(-0.9, 0.9, 0.8))[:, [2, 0, 1]]
     other_motion = figure(background(), downward)
     frozen = target[:1].expand(FRAMES, -1, -1, -1)
     results = {name: score(video, reference=target[0], target=target) for name, video in

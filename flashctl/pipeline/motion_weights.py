@@ -7,7 +7,6 @@ tensors only. Train writes them, animate reads them and refuses a geometry misma
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from .. import __version__
 from ..context import BuildContext
 from ..errors import IncompatibleMotionError
+from ..library import sha256_file
 from ..model.interfaces import Backbone, Decoder
 
 CONFIG_FILE = "config.json"
@@ -91,14 +91,6 @@ def load_lora(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_hashes(root: Path) -> dict[str, str]:

@@ -95,7 +95,7 @@ def posterize(video: torch.Tensor, generator: torch.Generator, *, min_bits: int,
 def blur(video: torch.Tensor, generator: torch.Generator, *, min_sigma: float, max_sigma: float) -> torch.Tensor:
     """Separable gaussian blur, the same kernel on every frame, reflected borders."""
     sigma = _uniform(generator, min_sigma, max_sigma).item()
-    frames, channels, height, width = video.shape
+    _, channels, height, width = video.shape
     radius = min(math.ceil(3 * sigma), height - 1, width - 1)
     taps = torch.arange(-radius, radius + 1, dtype=video.dtype, device=video.device)
     kernel = torch.exp(-(taps**2) / (2 * sigma**2))
@@ -116,7 +116,7 @@ def noise(video: torch.Tensor, generator: torch.Generator, *, std: float) -> tor
 def texture(video: torch.Tensor, generator: torch.Generator, *, min_strength: float, max_strength: float,
             cells: int) -> torch.Tensor:
     """Blend a procedural pattern (smooth colour blotches plus a coloured grating) over every frame."""
-    frames, channels, height, width = video.shape
+    _, channels, height, width = video.shape
     draws = torch.rand(channels * cells * cells + channels + 4, generator=generator, device=generator.device)
     draws = draws.cpu().to(video.dtype)
     grid, colour, (strength, angle, freq, phase) = draws.split([channels * cells * cells, channels, 4])

@@ -1,0 +1,365 @@
+"""The motion library: one folder per action, read freely, written only under a lock and by renames.
+
+Layout (DESIGN.md "The motion library on disk")::
+
+    <root>/<action>/motion.toml, clips/, weights/, provenance.json, eval/, preview.gif, .cache/
+    <root>/<action>/.history/<run-id>/   what the last 3 saves replaced
+    <root>/.staging/<action>-<run-id>/   a save in progress (renamed into place when complete)
+    <root>/.locks/<action>.lock, .pid    the per-action writer lock and its owner
+
+The lock files live outside the action folder so that removing an action, or creating a new
+one, never deletes or creates a lock file another process may be holding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError, MotionNotFoundError,
+                     StaleCacheError)
+from .manifest import MANIFEST_NAME, MotionManifest, dumps_manifest, is_safe_relative, load_manifest
+
+ACTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+CACHE_NAME = "frames.safetensors"
+KEEP_HISTORY = 3
+PROTECTED = ("motion.toml", "clips")  # human-owned: a save may create them, never replace them
+
+_held: dict[Path, int] = {}  # lock file -> nesting depth, so lock() is re-entrant within a process
+
+
+def validate_action_name(name: str) -> str:
+    """Return ``name`` if it is a plain slug ``[a-z0-9][a-z0-9_-]{0,63}``, else raise."""
+    if not isinstance(name, str) or not ACTION_NAME.fullmatch(name):
+        raise InvalidActionNameError(
+            f"invalid action name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            hint="for example 'soccer_shot' or 'golf-swing'",
+        )
+    return name
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write (a file or a folder); rename it over ``path`` on success.
+
+    On an exception the temporary is removed and ``path`` is untouched. A folder replaces a folder
+    by two renames (the old one is deleted after the new one is in place).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        if tmp.is_dir() and path.is_dir():
+            old = tmp.with_name(tmp.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, ``os.replace``."""
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time to the microsecond plus a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class MotionInfo:
+    name: str
+    prompt: str
+    clips: int
+    trained: bool
+    backbone: str | None
+    last_trained: str | None  # ISO 8601
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Drift:
+    file: str  # relative to the action folder
+    problem: str  # "missing", "modified" or "untracked"
+    expected: str | None  # sha256 on record
+    actual: str | None  # sha256 on disk
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FlashctlError(f"{path}: not valid JSON ({exc})",
+                            hint="restore it from the action's .history folder, or train the action again") from None
+    if not isinstance(data, dict):
+        raise FlashctlError(f"{path}: expected a JSON object, got {type(data).__name__}",
+                            hint="restore it from the action's .history folder, or train the action again")
+    return data
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class MotionLibrary:
+    """The actions under ``root``. Reading needs no lock; every write goes through ``lock``/``stage``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- finding actions -------------------------------------------------------------------
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if ACTION_NAME.fullmatch(p.name) and (p / MANIFEST_NAME).is_file())
+
+    def path(self, action: str) -> Path:
+        return self.root / validate_action_name(action)
+
+    def exists(self, action: str) -> bool:
+        return (self.path(action) / MANIFEST_NAME).is_file()
+
+    def require(self, action: str) -> Path:
+        if not self.exists(action):
+            available = ", ".join(self.names()) or "none"
+            raise MotionNotFoundError(f"motion '{action}' not found in {self.root}; available: {available}",
+                                      hint=f'create it with `flashctl prepare {action} --clips DIR --prompt "..."`')
+        return self.path(action)
+
+    # -- the manifest ----------------------------------------------------------------------
+    def manifest(self, action: str) -> MotionManifest:
+        path = self.require(action) / MANIFEST_NAME
+        manifest = load_manifest(path)
+        if manifest.name != action:
+            raise ManifestError(f"{path}: name is {manifest.name!r} but the folder is {action!r}",
+                                hint="make them match: fix `name` or rename the folder")
+        return manifest
+
+    def write_manifest(self, action: str, manifest: MotionManifest) -> Path:
+        """Write a new action's motion.toml; an existing one is never rewritten."""
+        path = self.path(action) / MANIFEST_NAME
+        if manifest.name != action:
+            raise ValueError(f"manifest name {manifest.name!r} != action {action!r}")
+        if path.exists():
+            raise FlashctlError(f"{path} already exists; flashctl never rewrites a motion.toml",
+                                hint="edit it by hand")
+        return atomic_write(path, dumps_manifest(manifest))
+
+    # -- locking and saving ----------------------------------------------------------------
+    def _lock_file(self, action: str) -> Path:
+        return self.root / ".locks" / f"{validate_action_name(action)}.lock"
+
+    @contextmanager
+    def lock(self, action: str) -> Iterator[None]:
+        """Hold the action's writer lock (timeout 0: a second writer fails at once; re-entrant in-process)."""
+        from filelock import FileLock, Timeout
+
+        lock_file = self._lock_file(action)
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        key = lock_file.resolve()
+        if _held.get(key):
+            _held[key] += 1
+            try:
+                yield
+            finally:
+                _held[key] -= 1
+            return
+        pid_file = lock_file.with_suffix(".pid")
+        flock = FileLock(str(lock_file), timeout=0)
+        try:
+            flock.acquire()
+        except Timeout:
+            try:
+                owner = f"pid {int(pid_file.read_text())}"
+            except (OSError, ValueError):
+                owner = "another process"
+            raise LibraryBusyError(f"motion '{action}' is busy: held by {owner}",
+                                   hint="wait for that flashctl command to finish, or stop it") from None
+        try:
+            pid_file.write_text(str(os.getpid()))
+            _held[key] = 1
+            yield
+        finally:
+            _held.pop(key, None)
+            pid_file.unlink(missing_ok=True)
+            flock.release()
+
+    @contextmanager
+    def stage(self, action: str, on_saved: Callable[[str, Path], None] | None = None) -> Iterator[Path]:
+        """Yield an empty staging folder; on success its items replace the live ones by rename.
+
+        Each replaced item moves to ``<action>/.history/<run-id>/`` (the last 3 runs are kept), then
+        ``on_saved(action, action_folder)`` is called. On an exception the staging folder is deleted
+        and the live motion is untouched. Holds the action's lock throughout.
+        """
+        live = self.path(action)
+        with self.lock(action):
+            run_id = new_run_id()
+            staging = self.root / ".staging" / f"{action}-{run_id}"
+            staging.mkdir(parents=True)
+            try:
+                yield staging
+                self._commit(live, staging, run_id)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            if on_saved is not None:
+                on_saved(action, live)
+
+    def _commit(self, live: Path, staging: Path, run_id: str) -> None:
+        items = sorted(staging.iterdir())
+        for item in items:
+            if item.name in PROTECTED and (live / item.name).exists():
+                raise ValueError(f"a save may not replace {live / item.name}")
+        history = live / ".history" / run_id
+        live.mkdir(parents=True, exist_ok=True)
+        done: list[tuple[Path, bool]] = []  # (staged item, whether a live one went to history)
+        try:
+            for item in items:
+                target = live / item.name
+                kept = target.exists()
+                if kept:
+                    history.mkdir(parents=True, exist_ok=True)
+                    os.replace(target, history / item.name)
+                done.append((item, kept))
+                os.replace(item, target)
+        except BaseException:  # put everything back as it was
+            for item, kept in reversed(done):
+                if (live / item.name).exists() and not item.exists():
+                    os.replace(live / item.name, item)
+                if kept:
+                    os.replace(history / item.name, live / item.name)
+            raise
+        runs = sorted(p for p in (live / ".history").glob("*") if p.is_dir()) if history.exists() else []
+        for old in runs[:-KEEP_HISTORY]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def remove(self, action: str) -> None:
+        """Delete the action (under its lock): one rename out of the library, then the delete."""
+        folder = self.require(action)
+        with self.lock(action):
+            trash = self.root / ".staging" / f"{action}-removed-{new_run_id()}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # -- machine-written parts -------------------------------------------------------------
+    def cache_dir(self, action: str) -> Path:
+        return self.path(action) / ".cache"
+
+    def weights_dir(self, action: str) -> Path:
+        return self.path(action) / "weights"
+
+    def is_trained(self, action: str) -> bool:
+        return (self.weights_dir(action) / "config.json").is_file()
+
+    def weights_config(self, action: str) -> dict[str, Any] | None:
+        return _read_json(self.weights_dir(action) / "config.json")
+
+    def provenance(self, action: str) -> dict[str, Any] | None:
+        return _read_json(self.path(action) / "provenance.json")
+
+    def save_frames(self, action: str, frames: np.ndarray, meta: dict[str, Any]) -> Path:
+        """Write prepare's cache: ``frames`` (N, F, S, S, 3) uint8 and JSON-able ``meta``, atomically."""
+        from safetensors.numpy import save
+
+        if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3 or frames.shape[2] != frames.shape[3]:
+            raise ValueError(f"frames must be (N, F, S, S, 3) uint8, got {frames.shape} {frames.dtype}")
+        data = save({"frames": np.ascontiguousarray(frames)}, metadata={"flashctl": json.dumps(meta, sort_keys=True)})
+        return atomic_write(self.cache_dir(action) / CACHE_NAME, data)
+
+    def load_frames(self, action: str, expect: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Read prepare's cache. Every key of ``expect`` must equal the cached meta, else it is stale."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.cache_dir(action) / CACHE_NAME
+        rebuild = f"rebuild it with `flashctl prepare {action}`"
+        if not path.is_file():
+            raise StaleCacheError(f"motion '{action}' has no prepared frames ({path} is missing)", hint=rebuild)
+        try:
+            with safe_open(str(path), framework="np") as fh:
+                meta = json.loads((fh.metadata() or {})["flashctl"])
+                frames = fh.get_tensor("frames")  # (N, F, S, S, 3) uint8
+        except (SafetensorError, OSError, KeyError, ValueError) as exc:
+            raise StaleCacheError(f"{path}: unreadable frame cache ({type(exc).__name__}: {exc})", hint=rebuild) from None
+        for key, want in (expect or {}).items():
+            if meta.get(key) != want:
+                raise StaleCacheError(f"prepared frames of '{action}' are stale: {key} is {_short(meta.get(key))} "
+                                      f"in the cache but {_short(want)} now", hint=rebuild)
+        return frames, meta
+
+    # -- reports ---------------------------------------------------------------------------
+    def info(self, action: str) -> MotionInfo:
+        manifest = self.manifest(action)
+        folder = self.path(action)
+        config = self.weights_config(action) or {}
+        backbone = config.get("backbone")
+        if isinstance(backbone, dict):
+            backbone = backbone.get("name")
+        last = (self.provenance(action) or {}).get("finished_at")
+        if last is None and self.is_trained(action):
+            mtime = (self.weights_dir(action) / "config.json").stat().st_mtime
+            last = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return MotionInfo(action, manifest.prompt, len(manifest.clips), self.is_trained(action),
+                          backbone, last, size)
+
+    def verify(self, action: str) -> list[Drift]:
+        """Clips against motion.toml's sha256s, untracked files in clips/, weights against provenance ``files``.
+
+        provenance.json's ``files`` maps paths relative to the action folder to sha256s.
+        """
+        manifest = self.manifest(action)
+        folder = self.path(action)
+        expected = {clip.file: clip.sha256 for clip in manifest.clips}
+        files = (self.provenance(action) or {}).get("files") or {}
+        expected.update({rel: sha for rel, sha in files.items() if is_safe_relative(rel)})
+        drifts = []
+        for rel, sha in expected.items():
+            path = folder / rel
+            if not path.is_file():
+                drifts.append(Drift(rel, "missing", sha, None))
+            elif (actual := sha256_file(path)) != sha:
+                drifts.append(Drift(rel, "modified", sha, actual))
+        clips = folder / "clips"
+        for path in sorted(clips.iterdir()) if clips.is_dir() else []:
+            rel = f"clips/{path.name}"
+            if path.is_file() and rel not in expected:
+                drifts.append(Drift(rel, "untracked", None, sha256_file(path)))
+        return drifts

@@ -1,0 +1,156 @@
+"""motion.toml: the human-written manifest of one action, and the small TOML writer for it.
+
+flashctl writes a motion.toml once, when ``prepare`` creates an action; after that the file is
+the user's and flashctl only reads it. Errors name the file and the key (``clips[2].sha256``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import TrainSection
+from .errors import ManifestError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MANIFEST_NAME = "motion.toml"
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+HEADER = """\
+# motion.toml: written once by `flashctl prepare`; it is yours now and flashctl never rewrites it.
+# Fill in license and consent for every clip. A clip's sha256 must match its file (sha256sum FILE).
+# Keys under [train] override flashctl.toml's [train] for this action only.
+"""
+
+
+def is_safe_relative(path: str) -> bool:
+    """True for a relative POSIX path that stays inside its folder (no '..', no absolute, no '\\')."""
+    parts = PurePosixPath(path).parts
+    return bool(path) and "\\" not in path and not PurePosixPath(path).is_absolute() and ".." not in parts
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClipEntry(_Model):
+    file: str = Field(description="path relative to the action folder, e.g. clips/kick_01.mp4")
+    sha256: str
+    source: str = ""
+    license: str = ""
+    consent: str = ""
+    note: str = ""
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if not is_safe_relative(value):
+            raise ValueError("must be a relative path inside the action folder, e.g. clips/kick_01.mp4")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not SHA256.fullmatch(value):
+            raise ValueError("must be 64 lowercase hex digits (the output of sha256sum FILE)")
+        return value
+
+
+class MotionManifest(_Model):
+    schema_version: Literal[1] = 1
+    name: str
+    prompt: str = Field(min_length=1)
+    description: str = ""
+    tags: list[str] = []
+    clips: list[ClipEntry] = []
+    train: dict[str, Any] = {}
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _invalid(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> ManifestError:
+    """First pydantic error -> "FILE: clips[0].sha256: problem (got VALUE)" with a hint."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = prefix + _dotted(loc)
+    if err["type"] == "extra_forbidden":
+        owner = ClipEntry if loc[:1] == ("clips",) and not prefix else model
+        close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(owner.model_fields)}"
+        return ManifestError(f"{path}: {key}: unknown key", hint=hint)
+    message = err["msg"].removeprefix("Value error, ")
+    got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+    return ManifestError(f"{path}: {key}: {message[:1].lower()}{message[1:]}{got}", hint="fix the value in motion.toml")
+
+
+def load_manifest(path: Path) -> MotionManifest:
+    """Parse and validate ``path``; [train] keys are checked against flashctl.toml's [train] schema."""
+    try:
+        with Path(path).open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        line, col = getattr(exc, "lineno", "?"), getattr(exc, "colno", "?")
+        raise ManifestError(f"{path}:{line}:{col}: malformed TOML: {getattr(exc, 'msg', exc)}",
+                            hint="fix the syntax at that line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})",
+                            hint="check the file exists and is readable UTF-8 text") from None
+    try:
+        manifest = MotionManifest.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(path, exc, MotionManifest) from None
+    try:
+        TrainSection.model_validate(manifest.train)
+    except ValidationError as exc:
+        raise _invalid(path, exc, TrainSection, prefix="train.") from None
+    return manifest
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _value(key)
+
+
+def _value(value: Any) -> str:
+    """One TOML value (inline): strings, numbers, booleans, lists and tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):  # JSON escapes are valid TOML basic-string escapes, DEL aside
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_manifest(manifest: MotionManifest) -> str:
+    """The manifest as TOML text with a header comment; ``load_manifest`` reads it back equal."""
+    lines = [HEADER.rstrip("\n")]
+    lines += [f"{k} = {_value(getattr(manifest, k))}" for k in ("schema_version", "name", "prompt", "description", "tags")]
+    if manifest.train:
+        lines += ["", "[train]"] + [f"{_key(k)} = {_value(v)}" for k, v in manifest.train.items()]
+    for clip in manifest.clips:
+        lines += ["", "[[clips]]"] + [f"{k} = {_value(v)}" for k, v in clip.model_dump().items()]
+    return "\n".join(lines) + "\n"

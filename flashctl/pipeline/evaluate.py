@@ -1,0 +1,158 @@
+"""flashctl eval: animate reference images with a learned action and score the videos.
+
+Without ``images``, the references are the first frames of the action's prepared clips and each
+clip is the ground-truth continuation (``target``) for metrics that need one. Every metric in
+``config.eval.metrics`` scores every sample; ``metrics.json`` in the output folder records the
+per-sample scores, their means, each key's direction and the resolved config. It is replaced
+atomically, so a failed run leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__
+from ..config import FlashConfig, config_to_dict
+from ..errors import ImageReadError
+from ..progress import NullReporter, Reporter
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class EvalResult:
+    action: str
+    per_sample: list[dict]  # {"reference": label, "seed": int, "scores": {"metric/key": float}}
+    summary: dict[str, float]  # "metric/key" -> mean over the samples that have it
+    path: Path  # the metrics.json written
+
+
+@dataclass
+class _Metric:
+    name: str
+    score: Callable[..., dict[str, float]]
+    higher_is_better: dict[str, bool] | bool | None
+    requires_target: bool
+    plugin: str
+
+
+def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
+    """Build every configured metric; errors name the config key (eval.metrics[i] or options.metric.NAME)."""
+    source = config.source if config.source != "<defaults>" else "config"
+    metrics = []
+    for i, name in enumerate(config.eval.metrics):
+        spec = host.registry.get("metric", name, where=f"{source}: eval.metrics[{i}]")
+        score = host.registry.create("metric", name, config.component_options("metric", name), ctx=None,
+                                     where=source)
+        metrics.append(_Metric(name, score, spec.attrs.get("higher_is_better"),
+                               bool(spec.attrs.get("requires_target", False)), f"{spec.plugin} {spec.plugin_version}"))
+    return metrics
+
+
+def _samples(config: FlashConfig, library: Any, action: str,
+             images: list[Path] | None) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(label, reference (H, W, 3) uint8, target (F, H, W, 3) uint8 or None) per sample."""
+    if images is None:
+        clips, _meta = library.load_frames(action)  # (N, F, S, S, 3) uint8
+        return [(f"clip {i}", clip[0], clip) for i, clip in enumerate(clips)]
+    if not images:
+        raise ImageReadError("eval: the list of reference images is empty",
+                             hint="pass --images FILE_OR_FOLDER, or leave it out to use the action's own clips")
+    from ..video import read_image
+
+    return [(str(p), read_image(p, size=config.prepare.size), None) for p in images]
+
+
+def _fit(video: Any, height: int, width: int) -> Any:
+    """Resize ``(N, C, h, w)`` to ``(N, C, height, width)`` if needed (antialiased bilinear)."""
+    if tuple(video.shape[-2:]) == (height, width):
+        return video
+    import torch.nn.functional as F
+
+    return F.interpolate(video, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _direction(metric: _Metric, key: str) -> bool | None:
+    hib = metric.higher_is_better
+    return hib.get(key) if isinstance(hib, dict) else hib
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null (JSON has no spelling for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, images: list[Path] | None = None,
+             animator: Any = None, reporter: Reporter = NullReporter(), out_dir: Path | None = None) -> EvalResult:
+    """Render every reference with ``action``, score it with ``config.eval.metrics``, write metrics.json."""
+    from ..library import atomic_write
+    from ..video import frames_to_tensor
+
+    motion_dir = library.require(action)
+    metrics = _metrics(config, host)
+    samples = _samples(config, library, action, images)
+    active = [m for m in metrics if not (m.requires_target and images is not None)]
+    skipped = [m.name for m in metrics if m not in active]
+    if skipped:
+        reporter.note(f"eval: skipping {', '.join(skipped)}: without clips there is no ground-truth "
+                      "continuation to compare with", level="warning")
+    if animator is None:
+        from .animate import load_animator
+
+        animator = load_animator(config, library, action, host, reporter)
+
+    seed = config.animate.seed
+    per_sample: list[dict] = []
+    directions: dict[str, bool | None] = {}
+    reporter.start("eval", total=len(samples))
+    for label, image, clip in samples:
+        generated = frames_to_tensor(animator.render(image, seed))  # (F, 3, H, W)
+        height, width = generated.shape[-2:]
+        reference = _fit(frames_to_tensor(image[None]), height, width)[0]  # (3, H, W)
+        target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
+        scores: dict[str, float] = {}
+        for metric in active:
+            for key, value in metric.score(generated, reference=reference, target=target).items():
+                scores[f"{metric.name}/{key}"] = float(value)
+                directions[f"{metric.name}/{key}"] = _direction(metric, key)
+        per_sample.append({"reference": label, "seed": seed, "scores": scores})
+        reporter.advance(1, **scores)
+    reporter.finish()
+
+    summary = {}
+    for key in directions:
+        finite = [row["scores"][key] for row in per_sample if math.isfinite(row["scores"].get(key, math.nan))]
+        if finite:
+            summary[key] = sum(finite) / len(finite)
+
+    out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "action": action,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "flashctl_version": __version__,
+        "references": "clips" if images is None else "images",
+        "samples": per_sample,
+        "summary": summary,
+        "higher_is_better": directions,
+        "metrics": {m.name: {"plugin": m.plugin, "options": config.component_options("metric", m.name)}
+                    for m in metrics},
+        "config": config_to_dict(config),
+    }
+    path = out / METRICS_FILE
+    atomic_write(path, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
+    reporter.note(f"eval: wrote {path}")
+    return EvalResult(action, per_sample, summary, path)

@@ -1,0 +1,317 @@
+"""The one place video layouts and IO meet: probing, decoding, writing, and the tensor layout.
+
+Frames at the IO boundary are ``(F, H, W, 3)`` uint8 RGB; inside models ``(F, 3, H, W)`` float in
+[-1, 1]. :func:`frames_to_tensor` / :func:`tensor_to_frames` are the only conversions between them.
+Decoding goes through ffmpeg (ffmpeg-python), which applies rotation metadata; probing uses
+ffprobe when it exists and PyAV otherwise. Rotation is reported as ffprobe does: degrees
+counter-clockwise the frames are turned for display. Needs ffmpeg 5.1 or newer.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import FFmpegNotFoundError, ImageReadError, VideoReadError, VideoWriteError
+from .library import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif", ".wmv", ".flv", ".3gp")
+QUIET = ("-nostdin", "-v", "error")
+BROKEN_VIDEO_HINT = "the file may be truncated or not a video; re-export or re-download it"
+
+
+def find_ffmpeg() -> str:
+    """``ffmpeg`` on PATH, else the binary bundled with imageio-ffmpeg."""
+    exe = shutil.which("ffmpeg")
+    if exe:
+        return exe
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise FFmpegNotFoundError("no ffmpeg found: it is not on PATH and imageio-ffmpeg is not installed",
+                                  hint="apt-get install ffmpeg, or pip install imageio-ffmpeg") from None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int  # as displayed, after rotation
+    height: int
+    fps: float  # average frame rate
+    duration: float  # seconds
+    frames: int  # exact when the container records it, else duration * fps
+    codec: str
+    rotation: int  # degrees counter-clockwise, 0/90/180/270
+
+
+def _check_readable(path: Path, error: type[VideoReadError] | type[ImageReadError], what: str) -> None:
+    """Missing, folder, empty and unreadable files, each with its own message."""
+    try:
+        if not path.exists():
+            raise error(f"{path}: no such file", hint="check the path")
+        if path.is_dir():
+            raise error(f"{path} is a folder, not a {what} file", hint=f"pass a {what} file")
+        if path.stat().st_size == 0:
+            raise error(f"{path} is empty (0 bytes)", hint=f"re-export or re-download the {what}")
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})", hint="check the file's permissions") from None
+
+
+def _rate(text: str | None) -> float:
+    try:
+        return float(Fraction(text)) if text else 0.0
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+
+
+def _last_line(stderr: bytes | None, path: Path) -> str:
+    lines = [ln.strip() for ln in (stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
+    line = lines[-1] if lines else "no details"
+    return line.removeprefix(f"{path}: ")
+
+
+def _still_image(format_name: str) -> bool:
+    return format_name == "image2" or format_name.endswith("_pipe")
+
+
+def _no_video(path: Path, kinds: list[str]) -> VideoReadError:
+    return VideoReadError(f"{path} has no video stream (streams: {', '.join(kinds) or 'none'})",
+                          hint="pass a file that contains video")
+
+
+def _still(path: Path, codec: str) -> VideoReadError:
+    return VideoReadError(f"{path} is a still image ({codec}), not a video",
+                          hint="pass a video clip; still images go to `flashctl animate --image`")
+
+
+def _info(path: Path, width: int, height: int, fps: float, duration: float, frames: int, codec: str,
+          rotation: float) -> VideoInfo:
+    rotation = round(rotation) % 360
+    if rotation in (90, 270):
+        width, height = height, width
+    frames = frames if frames > 0 else round(duration * fps)
+    return VideoInfo(path, width, height, fps, duration, frames, codec, rotation)
+
+
+def _probe_ffprobe(path: Path, exe: str) -> VideoInfo:
+    import ffmpeg
+
+    try:
+        data = ffmpeg.probe(str(path), cmd=exe)
+    except ffmpeg.Error as exc:
+        raise VideoReadError(f"{path}: not a readable video ({_last_line(exc.stderr, path)})",
+                             hint=BROKEN_VIDEO_HINT) from None
+    fmt = data.get("format", {})
+    streams = data.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+             and s.get("width")]
+    if not video:
+        raise _no_video(path, [s.get("codec_type", "?") for s in streams])
+    s = video[0]
+    if _still_image(fmt.get("format_name", "")):
+        raise _still(path, s.get("codec_name", "?"))
+    rotation = next((sd["rotation"] for sd in s.get("side_data_list", []) if "rotation" in sd),
+                    -float(s.get("tags", {}).get("rotate", 0)))  # the legacy tag counts clockwise
+    fps = _rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate"))
+    duration = float(s.get("duration") or fmt.get("duration") or 0.0)
+    return _info(path, int(s["width"]), int(s["height"]), fps, duration, int(s.get("nb_frames") or 0),
+                 s.get("codec_name", "?"), float(rotation))
+
+
+def _probe_pyav(path: Path) -> VideoInfo:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            video = [s for s in container.streams.video
+                     if not s.disposition & av.stream.Disposition.attached_pic and s.codec_context.width]
+            if not video:
+                raise _no_video(path, [s.type for s in container.streams])
+            s = video[0]
+            if _still_image(container.format.name):
+                raise _still(path, s.codec_context.name)
+            first = next(container.decode(s), None)
+            if first is None:
+                raise VideoReadError(f"{path}: no decodable frames", hint=BROKEN_VIDEO_HINT)
+            fps = float(s.average_rate or s.guessed_rate or 0)
+            duration = float(s.duration * s.time_base) if s.duration else (container.duration or 0) / 1e6
+            return _info(path, s.codec_context.width, s.codec_context.height, fps, duration, s.frames,
+                         s.codec_context.name, float(first.rotation))
+    except av.error.FFmpegError as exc:
+        raise VideoReadError(f"{path}: not a readable video ({exc.strerror or exc})", hint=BROKEN_VIDEO_HINT) from None
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Size (as displayed), frame rate, duration, frame count, codec and rotation of a video file."""
+    path = Path(path)
+    _check_readable(path, VideoReadError, "video")
+    exe = shutil.which("ffprobe")
+    return _probe_ffprobe(path, exe) if exe else _probe_pyav(path)
+
+
+def read_frames(path: Path | str, *, fps: float | None = None, size: int | None = None, start: float = 0.0,
+                max_frames: int | None = None) -> np.ndarray:
+    """Decode to ``(F, H, W, 3)`` uint8 RGB, upright.
+
+    ``start`` trims seconds from the beginning, ``fps`` resamples to a constant rate (variable
+    frame rate clips included), ``size`` takes the centre square and resizes it to size x size,
+    ``max_frames`` stops early. A clip with fewer frames than ``max_frames`` returns what it has.
+    """
+    import ffmpeg
+
+    path = Path(path)
+    info = probe(path)
+    stream = ffmpeg.input(str(path), **({"ss": start} if start else {}))["v:0"]
+    width, height = info.width, info.height
+    if fps:
+        stream = stream.filter("fps", fps=fps)
+    if size:
+        side = min(width, height)
+        stream = stream.filter("crop", side, side).filter("scale", size, size, flags="bicubic")
+        width = height = size
+    args: dict[str, Any] = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
+    if max_frames:
+        args["frames:v"] = max_frames
+    try:
+        raw, _ = stream.output("pipe:", **args).global_args(*QUIET).run(
+            cmd=find_ffmpeg(), capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        raise VideoReadError(f"{path}: ffmpeg could not decode it ({_last_line(exc.stderr, path)})",
+                             hint=BROKEN_VIDEO_HINT) from None
+    frame_bytes = width * height * 3
+    if len(raw) % frame_bytes:
+        raise VideoReadError(f"{path}: decoded {len(raw)} bytes, not whole {width}x{height} frames",
+                             hint="re-encode the clip with square pixels (ffmpeg -i IN -vf setsar=1 OUT)")
+    if not raw:
+        raise VideoReadError(f"{path}: no frames after start={start:g}s (the clip is {info.duration:.2f}s long)",
+                             hint="lower prepare.start or use a longer clip")
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3).copy()  # (F, H, W, 3)
+
+
+def _centre_square(image: Any, size: int) -> Any:
+    from PIL import Image
+
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def read_image(path: Path | str, size: int | None = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB, EXIF orientation applied, transparency composited on white.
+
+    With ``size``: the centre square resized to size x size (as :func:`read_frames` does).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    _check_readable(path, ImageReadError, "image")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            image = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({exc})",
+                             hint="pass a PNG, JPEG or WebP file; re-export it if it is damaged") from None
+    if size:
+        image = _centre_square(image, size)
+    return np.asarray(image, dtype=np.uint8).copy()  # (H, W, 3)
+
+
+def _frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+        raise ValueError(f"frames must be (F, H, W, 3) uint8 with F >= 1, got {frames.shape} {frames.dtype}")
+    return np.ascontiguousarray(frames)
+
+
+def write_mp4(path: Path | str, frames: np.ndarray, fps: float, *, crf: int = 18) -> Path:
+    """H.264 (yuv420p) mp4, padded to even width and height; written atomically."""
+    import ffmpeg
+
+    frames = _frames(frames)
+    _, height, width, _ = frames.shape
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+    if width % 2 or height % 2:
+        stream = stream.filter("pad", width + width % 2, height + height % 2)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            stream.output(str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
+                          movflags="+faststart").global_args(*QUIET).run(
+                cmd=find_ffmpeg(), input=frames.tobytes(), capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as exc:
+            raise VideoWriteError(f"{path}: ffmpeg could not encode it ({_last_line(exc.stderr, tmp)})",
+                                  hint="check that this ffmpeg has libx264 (`ffmpeg -encoders`)") from None
+    return path
+
+
+def write_gif(path: Path | str, frames: np.ndarray, fps: float, *, loop: int = 0) -> Path:
+    """Animated GIF (loop=0 loops forever); written atomically."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in _frames(frames)]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(1, round(1000 / fps)), loop=loop)
+    return path
+
+
+def write_png_sequence(folder: Path | str, frames: np.ndarray) -> Path:
+    """A folder of ``frame_0000.png``...; replaces an existing folder of that name as one unit."""
+    from PIL import Image
+
+    frames = _frames(frames)
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png")
+    return folder
+
+
+def contact_sheet(frames: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Frames laid out left to right, top to bottom: ``(rows*H, cols*W, 3)``; empty cells are white."""
+    frames = _frames(frames)
+    count, height, width, _ = frames.shape
+    cols = max(1, min(columns, count))
+    rows = math.ceil(count / cols)
+    sheet = np.full((rows * height, cols * width, 3), 255, np.uint8)  # (rows*H, cols*W, 3)
+    for i, frame in enumerate(frames):
+        r, c = divmod(i, cols)
+        sheet[r * height:(r + 1) * height, c * width:(c + 1) * width] = frame
+    return sheet
+
+
+def frames_to_tensor(frames: np.ndarray) -> "torch.Tensor":
+    """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float32 in [-1, 1]."""
+    import torch
+
+    x = torch.from_numpy(_frames(frames))  # (F, H, W, 3) uint8
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (F, 3, H, W) in [-1, 1]
+
+
+def tensor_to_frames(video: "torch.Tensor") -> np.ndarray:
+    """``(F, 3, H, W)`` float in [-1, 1] -> ``(F, H, W, 3)`` uint8 (clamped, rounded)."""
+    import torch
+
+    if video.ndim != 4 or video.shape[1] != 3:
+        raise ValueError(f"video must be (F, 3, H, W), got {tuple(video.shape)}")
+    x = ((video.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()  # (F, 3, H, W) in [0, 255]
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()  # (F, H, W, 3)

@@ -1,0 +1,101 @@
+"""The whole pipeline through the CLI on the tiny random-weight backbone: prepare -> train -> animate -> eval."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_kit import run
+from media import make_clip
+from plugin_kit import plugin_source
+
+FRAMES = 8
+CONFIG = f"""
+[prepare]
+frames = {FRAMES}
+size = 32
+fps = 8.0
+
+[train]
+steps = 2
+augmentations = ["tint"]
+
+[animate]
+steps = 2
+formats = ["mp4", "gif"]
+
+[plugins]
+paths = ["local_plugins"]
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "local_plugins").mkdir()
+    (tmp_path / "local_plugins" / "tint.py").write_text(plugin_source("tint"))
+    (tmp_path / "flashctl.toml").write_text(CONFIG)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):
+        make_clip(clips / f"c{i}.mp4", frames=12, size=(48, 36), fps=10)
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(tmp_path / "actor.png")
+    return tmp_path
+
+
+def test_prepare_train_animate_eval(project, capsys):
+    from flashctl.video import probe
+
+    r = run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "a person waving")
+    assert r.code == 0, r.err
+    assert (project / "motions" / "wave" / "motion.toml").exists()
+
+    r = run(capsys, "train", "wave", "--json")
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert result["steps"] == 2 and np.isfinite(result["final_loss"])
+    # the throwaway plugin's augmentation really fed training
+    tint = sys.modules["flashctl_local_tint"]
+    assert tint.CALLS and tint.CALLS[0][0] == FRAMES
+
+    r = run(capsys, "motions", "list", "--json")
+    (info,) = json.loads(r.out)
+    assert info["name"] == "wave" and info["trained"] and info["backbone"] == "animatediff"
+
+    r = run(capsys, "animate", "--action", "wave", "--image", project / "actor.png", "--out", project / "out")
+    assert r.code == 0, r.err
+    outputs = r.out.split()
+    mp4 = next(p for p in outputs if p.endswith(".mp4"))
+    info = probe(mp4)
+    assert info.frames == FRAMES and (info.width, info.height) == (32, 32)
+    assert any(p.endswith(".gif") for p in outputs) and any(p.endswith("_sheet.png") for p in outputs)
+
+    r = run(capsys, "eval", "wave", "--json")
+    assert r.code == 0, r.err
+    metrics = json.loads((project / "motions" / "wave" / "eval" / "metrics.json").read_text())
+    assert "first-frame/psnr" in json.dumps(metrics)
+
+    r = run(capsys, "motions", "verify", "--json")
+    assert r.code == 0 and json.loads(r.out) == {"wave": []}
+
+
+def test_bad_inputs_through_the_cli(project, capsys):
+    r = run(capsys, "prepare", "../escape", "--clips", project / "clips", "--prompt", "x")
+    assert r.code == 2 and "../escape" in r.err and "Traceback" not in r.err
+    (project / "clips" / "c1.mp4").write_bytes(b"")
+    r = run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "x")
+    assert r.code == 1 and "c1.mp4" in r.err and not (project / "motions" / "wave").exists()
+    r = run(capsys, "animate", "--action", "nope", "--image", project / "actor.png")
+    assert r.code == 1 and "nope" in r.err and "flashctl prepare" in r.err
+    (project / "fake.png").write_text("not an image")
+    (project / "clips" / "c1.mp4").unlink()
+    assert run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "x").code == 0
+    assert run(capsys, "train", "wave").code == 0
+    r = run(capsys, "animate", "--action", "wave", "--image", project / "fake.png")
+    assert r.code == 1 and "fake.png" in r.err and "Traceback" not in r.err
+    r = run(capsys, "animate", "--action", "wave", "--image", project / "actor.png",
+            "--set", "options.backbone.animatediff.preset=sd15")
+    assert r.code in (1, 2) and "Traceback" not in r.err

@@ -1,0 +1,116 @@
+"""Training: the LAMP-style loss, LoRA-only gradients, and the train pipeline's saved motion."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from flashctl.context import BuildContext
+from flashctl.errors import ConfigError, TrainingDivergedError
+from flashctl.model import flash
+from flashctl.model.lora import add_motion_lora
+from flashctl.pipeline.train import train
+from flashctl.plugins import build_host
+from flashctl.progress import ListReporter
+from motion_kit import make_action, tiny_config
+
+from flashctl_animatediff.backbone import build_backbone
+from flashctl_animatediff import AnimateDiffOptions
+
+
+@pytest.fixture(scope="module")
+def host():
+    return build_host()
+
+
+def _clip_latents(backbone):
+    video = torch.rand(1, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, F, 3, H, W)
+    return backbone.encode_video(video), backbone.encode_prompt(["a square slides right"])
+
+
+def test_only_lora_gets_gradients_and_frame_zero_is_ignored():
+    backbone = build_backbone(AnimateDiffOptions(), BuildContext())
+    params = add_motion_lora(backbone, rank=4, alpha=4)
+    latents, emb = _clip_latents(backbone)
+    flash.training_loss(backbone, latents, emb, torch.Generator().manual_seed(0)).backward()
+    with_grad = [n for n, p in backbone.unet.named_parameters() if p.grad is not None]
+    assert with_grad and all(".lora_" in n for n in with_grad)
+    assert {id(p) for p in params} == {id(p) for p in backbone.unet.parameters() if p.requires_grad}
+    assert any(p.grad.abs().sum() > 0 for p in params)
+    # the loss ignores frame 0: the target/prediction there may be anything
+    scheduler = flash.training_scheduler(backbone.scheduler_config)
+    noise, t = flash.draw_noise(latents, 1000, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = flash.denoising_loss(backbone, scheduler, latents, noise, t, emb)
+        noise0 = noise.clone()
+        noise0[:, 0] += 5.0  # frame 0 is never noised, and its error is not counted
+        assert torch.equal(flash.denoising_loss(backbone, scheduler, latents, noise0, t, emb), base)
+
+
+def test_training_loss_decreases_on_one_clip():
+    torch.manual_seed(0)
+    backbone = build_backbone(AnimateDiffOptions(), BuildContext())
+    params = add_motion_lora(backbone, rank=8, alpha=8)
+    latents, emb = _clip_latents(backbone)
+    fixed = latents.expand(4, -1, -1, -1, -1)  # 4 fixed (noise, timestep) draws for evaluation
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return flash.training_loss(backbone, fixed, emb, torch.Generator().manual_seed(123)).item()
+
+    before = held_out()
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        flash.training_loss(backbone, latents, emb, generator).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert held_out() < 0.98 * before
+
+
+def test_train_pipeline_saves_a_complete_motion(tmp_path, host):
+    config = tiny_config(tmp_path, train={"strong_augment": True, "augmentations": ["invert", "grayscale"]})
+    library = make_action(config)
+    reporter = ListReporter()
+    result = train(config, library, "slide", host, reporter=reporter, steps=3)
+    assert result.steps == 3 and result.weights_dir == library.weights_dir("slide")
+    assert ("start", ("train", 3)) in reporter.events
+    losses = [m["loss"] for kind, (n, m) in (e for e in reporter.events if e[0] == "advance") if m]
+    assert len(losses) == 3 and result.final_loss == losses[-1]
+
+    weights = library.weights_config("slide")
+    assert weights["backbone"]["name"] == "animatediff" and weights["backbone"]["options"]["preset"] == "tiny"
+    assert weights["backbone"]["geometry"]["downsample"] == 4
+    assert (weights["frames"], weights["size"], weights["lora"]["rank"]) == (4, 32, 8)
+    with safe_open(str(result.weights_dir / "lora.safetensors"), framework="pt") as fh:
+        keys, meta = list(fh.keys()), fh.metadata()
+    assert keys and all("lora_" in k for k in keys)
+    assert meta["action"] == "slide" and meta["backbone"] == "animatediff"
+
+    prov = json.loads((library.path("slide") / "provenance.json").read_text())
+    assert prov["losses"] == losses and prov["seed"] == 0
+    assert prov["config"]["train"]["augmentations"] == ["invert", "grayscale"]
+    assert [a["name"] for a in prov["components"]["augmentations"]] == ["invert", "grayscale"]
+    assert set(prov["files"]) == {"weights/config.json", "weights/lora.safetensors", "preview.gif"}
+    assert library.verify("slide") == []  # every hash in provenance matches the files on disk
+    assert (library.path("slide") / "preview.gif").stat().st_size > 0
+
+
+def test_divergence_keeps_the_saved_motion(tmp_path, host, monkeypatch):
+    config = tiny_config(tmp_path)
+    library = make_action(config)
+    train(config, library, "slide", host, steps=1)
+    before = {p.name: p.read_bytes() for p in library.weights_dir("slide").iterdir()}
+    monkeypatch.setattr(flash, "training_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingDivergedError, match="diverged at step 1"):
+        train(config, library, "slide", host, steps=2)
+    assert {p.name: p.read_bytes() for p in library.weights_dir("slide").iterdir()} == before
+
+
+def test_motion_changing_augmentation_is_refused(tmp_path, host):
+    config = tiny_config(tmp_path, train={"strong_augment": True, "augmentations": ["invert", "hflip"]})
+    library = make_action(config)
+    with pytest.raises(ConfigError, match=r"train.augmentations\[1\].*'hflip'.*does not preserve motion"):
+        train(config, library, "slide", host, steps=1)
+    assert not library.is_trained("slide")
