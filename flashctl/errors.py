@@ -87,3 +87,7 @@ class StaleCacheError(FlashctlError):
 
 class VideoWriteError(FlashctlError):
     """ffmpeg failed to encode an output video."""
+
+
+class MetricsFileError(FlashctlError):
+    """A metrics.json that is missing, unreadable, or not what `flashctl eval` writes."""

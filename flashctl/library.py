@@ -34,7 +34,7 @@ from .manifest import MANIFEST_NAME, MotionManifest, dumps_manifest, is_safe_rel
 ACTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 CACHE_NAME = "frames.safetensors"
 KEEP_HISTORY = 3
-PROTECTED = ("motion.toml", "clips")  # human-owned: a save may create them, never replace them
+PROTECTED = (MANIFEST_NAME, "clips")  # human-owned once the action exists: a save never replaces them
 
 _held: dict[Path, int] = {}  # lock file -> nesting depth, so lock() is re-entrant within a process
 
@@ -43,7 +43,8 @@ def validate_action_name(name: str) -> str:
     """Return ``name`` if it is a plain slug ``[a-z0-9][a-z0-9_-]{0,63}``, else raise."""
     if not isinstance(name, str) or not ACTION_NAME.fullmatch(name):
         raise InvalidActionNameError(
-            f"invalid action name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            f"invalid action name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit",
             hint="for example 'soccer_shot' or 'golf-swing'",
         )
     return name
@@ -245,7 +246,7 @@ class MotionLibrary:
     def _commit(self, live: Path, staging: Path, run_id: str) -> None:
         items = sorted(staging.iterdir())
         for item in items:
-            if item.name in PROTECTED and (live / item.name).exists():
+            if item.name in PROTECTED and (live / item.name).exists() and (live / MANIFEST_NAME).exists():
                 raise ValueError(f"a save may not replace {live / item.name}")
         history = live / ".history" / run_id
         live.mkdir(parents=True, exist_ok=True)
@@ -317,7 +318,8 @@ class MotionLibrary:
                 meta = json.loads((fh.metadata() or {})["flashctl"])
                 frames = fh.get_tensor("frames")  # (N, F, S, S, 3) uint8
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
-            raise StaleCacheError(f"{path}: unreadable frame cache ({type(exc).__name__}: {exc})", hint=rebuild) from None
+            raise StaleCacheError(f"{path}: unreadable frame cache ({type(exc).__name__}: {exc})",
+                                  hint=rebuild) from None
         for key, want in (expect or {}).items():
             if meta.get(key) != want:
                 raise StaleCacheError(f"prepared frames of '{action}' are stale: {key} is {_short(meta.get(key))} "

@@ -104,9 +104,11 @@ def load_manifest(path: Path) -> MotionManifest:
     try:
         with Path(path).open("rb") as fh:
             data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        line, col = getattr(exc, "lineno", "?"), getattr(exc, "colno", "?")
-        raise ManifestError(f"{path}:{line}:{col}: malformed TOML: {getattr(exc, 'msg', exc)}",
+    except tomllib.TOMLDecodeError as exc:  # Python < 3.14 has the position only in the text
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)", str(exc))
+        line, col = where.groups() if where else ("?", "?")
+        message = str(exc).replace(where.group(0), "") if where else str(exc)
+        raise ManifestError(f"{path}:{line}:{col}: malformed TOML: {message}",
                             hint="fix the syntax at that line") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})",
@@ -148,7 +150,8 @@ def _value(value: Any) -> str:
 def dumps_manifest(manifest: MotionManifest) -> str:
     """The manifest as TOML text with a header comment; ``load_manifest`` reads it back equal."""
     lines = [HEADER.rstrip("\n")]
-    lines += [f"{k} = {_value(getattr(manifest, k))}" for k in ("schema_version", "name", "prompt", "description", "tags")]
+    top = ("schema_version", "name", "prompt", "description", "tags")
+    lines += [f"{k} = {_value(getattr(manifest, k))}" for k in top]
     if manifest.train:
         lines += ["", "[train]"] + [f"{_key(k)} = {_value(v)}" for k, v in manifest.train.items()]
     for clip in manifest.clips:

@@ -63,7 +63,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (40, 30), fp
     return path
 
 
-def make_image(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", exif_orientation: int | None = None) -> Path:
+def make_image(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB",
+               exif_orientation: int | None = None) -> Path:
     """A still with a white block in the top-left corner (W, H = size); format from the extension.
 
     ``mode="RGBA"`` makes the right half fully transparent; ``exif_orientation`` (1-8) is stored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,15 @@ def synthetic_clips(n: int = 2, seed: int = 0) -> np.ndarray:
 
 
 def make_action(config: FlashConfig, action: str = "slide", n: int = 2) -> MotionLibrary:
+    """An action as ``prepare`` leaves it: motion.toml, clips/ (placeholder bytes) and the frame cache."""
     library = MotionLibrary(config.library_path())
-    manifest = MotionManifest(name=action, prompt="a square slides right",
-                              clips=[ClipEntry(file=f"clips/c{i}.mp4", sha256=f"{i:064x}") for i in range(n)])
-    library.write_manifest(action, manifest)
+    entries = []
+    for i in range(n):
+        data = f"clip {i}".encode()  # stands in for the source video; only its hash is checked
+        entries.append(ClipEntry(file=f"clips/c{i}.mp4", sha256=hashlib.sha256(data).hexdigest()))
+        path = library.path(action) / entries[-1].file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    library.write_manifest(action, MotionManifest(name=action, prompt="a square slides right", clips=entries))
     library.save_frames(action, synthetic_clips(n), {"frames": FRAMES, "fps": FPS, "size": SIZE, "start": 0.0})
     return library

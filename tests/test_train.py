@@ -114,3 +114,26 @@ def test_motion_changing_augmentation_is_refused(tmp_path, host):
     with pytest.raises(ConfigError, match=r"train.augmentations\[1\].*'hflip'.*does not preserve motion"):
         train(config, library, "slide", host, steps=1)
     assert not library.is_trained("slide")
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, host, monkeypatch):
+    config = tiny_config(tmp_path, train={"checkpoint_every": 1})
+    library = make_action(config)
+    real, calls = flash.training_loss, []
+
+    def fails_on_second_step(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(flash, "training_loss", fails_on_second_step)
+    with pytest.raises(TrainingDivergedError, match="step 2"):
+        train(config, library, "slide", host, steps=3)
+    assert not library.is_trained("slide")
+    monkeypatch.setattr(flash, "training_loss", real)
+    reporter = ListReporter()
+    result = train(config, library, "slide", host, steps=3, resume=True, reporter=reporter)
+    prov = library.provenance("slide")
+    assert prov["resumed_from_step"] == 1 and len(prov["losses"]) == 3 and result.steps == 3
+    assert any("resuming 'slide' from step 1" in n for n in reporter.notes())
+    assert not (library.cache_dir("slide") / "checkpoint" / "state.json").exists()  # cleared after the save

@@ -267,3 +267,45 @@ def test_frames_tensor_round_trip():
     assert np.array_equal(video.tensor_to_frames(tensor), frames)
     extremes = video.tensor_to_frames(torch.tensor([-5.0, 5.0, 0.999]).view(1, 3, 1, 1))
     assert extremes.tolist() == [[[[0, 255, 255]]]]  # clamped, then rounded
+
+
+# -- the videoio plugin --------------------------------------------------------------------
+@pytest.fixture
+def formats():
+    from importlib.metadata import entry_points
+
+    from flashctl.plugins import build_host
+
+    others = [ep.name for ep in entry_points(group="flashctl") if ep.name != "videoio"]
+    return build_host(disable=others).registry
+
+
+def test_videoio_registers_three_formats(formats, tmp_path):
+    specs = {s.name: s for s in formats.specs("video_format")}
+    assert {n: s.attrs["extensions"] for n, s in specs.items()} == {"gif": (".gif",), "mp4": (".mp4",), "png": ("",)}
+    assert all(s.plugin == "videoio" and s.summary for s in specs.values())
+    frames = square_frames(4, (20, 10))
+    mp4 = formats.create("video_format", "mp4", {"crf": 0})(tmp_path / "a.mp4", frames, 8)
+    assert video.probe(mp4).frames == 4 and np.abs(video.read_frames(mp4).astype(int)[:, :10] - frames).mean() < 2
+    gif = formats.create("video_format", "gif", {"loop": 2})(tmp_path / "a.gif", frames, 8)
+    with Image.open(gif) as image:
+        assert image.n_frames == 4 and image.info["loop"] == 2
+    folder = formats.create("video_format", "png")(tmp_path / "a", frames, 8)
+    assert len(list(folder.glob("frame_*.png"))) == 4
+
+
+def test_videoio_options_are_validated(formats):
+    from flashctl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="crf"):
+        formats.create("video_format", "mp4", {"crf": 99})
+    with pytest.raises(ConfigError, match="unknown key"):
+        formats.create("video_format", "gif", {"fps": 3})
+
+
+def test_importing_the_plugin_stays_light():
+    import subprocess
+
+    code = "import sys, flashctl_videoio; print(sorted({'numpy', 'torch', 'flashctl.video'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -41,3 +41,15 @@ def test_hook_is_wired_through_the_plugin_host(tmp_path):
     host = build_host()
     assert host.pm.hook.resolve_weights(ref=str(tmp_path), cache_dir=tmp_path, offline=True) == tmp_path.resolve()
     assert host.pm.hook.resolve_weights(ref=str(tmp_path / "x"), cache_dir=tmp_path, offline=True) is None
+
+
+def test_build_context_resolves_through_the_hook(tmp_path):
+    from flashctl.config import FlashConfig
+    from flashctl.context import context_for
+
+    config = FlashConfig.model_validate({"runtime": {"dtype": "bfloat16", "cache_dir": str(tmp_path / "c")},
+                                         "train": {"seed": 5}})
+    ctx = context_for(config, build_host())
+    assert (ctx.dtype, ctx.seed, ctx.offline, ctx.cache_dir) == ("bfloat16", 5, True, tmp_path / "c")
+    assert ctx.resolve_weights(str(tmp_path)) == tmp_path.resolve()
+    assert ctx.resolve_weights("owner/not-cached") is None

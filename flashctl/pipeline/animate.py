@@ -32,7 +32,7 @@ def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side, :3]))
-    return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+    return np.array(crop.resize((size, size), Image.Resampling.LANCZOS))  # (S, S, 3), writable
 
 
 class Animator:

@@ -3,15 +3,16 @@
 Without ``images``, the references are the first frames of the action's prepared clips and each
 clip is the ground-truth continuation (``target``) for metrics that need one. Every metric in
 ``config.eval.metrics`` scores every sample; ``metrics.json`` in the output folder records the
-per-sample scores, their means, each key's direction and the resolved config. It is replaced
-atomically, so a failed run leaves the previous one intact.
+per-sample scores and per-frame series (for plots), their means, each key's direction and the resolved
+config. It is replaced atomically, so a failed run leaves the previous one intact. The rendered videos
+stay in memory on the result, for :mod:`.report` to write.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +33,9 @@ class EvalResult:
     per_sample: list[dict]  # {"reference": label, "seed": int, "scores": {"metric/key": float}}
     summary: dict[str, float]  # "metric/key" -> mean over the samples that have it
     path: Path  # the metrics.json written
+    higher_is_better: dict[str, bool | None] = field(default_factory=dict)  # "metric/key" -> direction
+    videos: list[np.ndarray] = field(default_factory=list, repr=False)  # (F, H, W, 3) uint8 per sample, if kept
+    fps: float = 8.0  # frame rate of ``videos``
 
 
 @dataclass
@@ -79,6 +83,34 @@ def _fit(video: Any, height: int, width: int) -> Any:
     return F.interpolate(video, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
 
 
+def _psnr(a: Any, b: Any) -> list[float]:
+    """Per-frame PSNR in dB of ``(N, C, H, W)`` [-1, 1] videos on the [0, 1] scale, capped at 100 like ``first-frame``."""
+    import torch
+
+    mse = ((a - b) / 2).pow(2).mean(dim=(1, 2, 3))  # (N,)
+    return (10 * torch.log10(1 / mse.clamp_min(1e-10))).tolist()
+
+
+def _changes(video: Any) -> list[float]:
+    """Mean absolute change between consecutive frames on the [0, 1] scale: F-1 values."""
+    return ((video[1:] - video[:-1]).abs().mean(dim=(1, 2, 3)) / 2).tolist()  # (F-1,)
+
+
+def frame_series(generated: Any, reference: Any, target: Any = None) -> dict[str, list[float]]:
+    """Per-frame curves for the report's plots.
+
+    ``psnr_reference``: each frame against the reference image (how far the video drifts from it);
+    ``change``: frame-to-frame change. With a target also ``psnr_target`` (frame t against the real
+    frame t, over the shorter video) and ``target_change`` (the real clip's frame-to-frame change).
+    """
+    series = {"psnr_reference": _psnr(generated, reference[None]), "change": _changes(generated)}
+    if target is not None:
+        frames = min(len(generated), len(target))
+        series["psnr_target"] = _psnr(generated[:frames], target[:frames])
+        series["target_change"] = _changes(target)
+    return series
+
+
 def _direction(metric: _Metric, key: str) -> bool | None:
     hib = metric.higher_is_better
     return hib.get(key) if isinstance(hib, dict) else hib
@@ -116,10 +148,12 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
 
     seed = config.animate.seed
     per_sample: list[dict] = []
+    videos: list[np.ndarray] = []
     directions: dict[str, bool | None] = {}
     reporter.start("eval", total=len(samples))
     for label, image, clip in samples:
-        generated = frames_to_tensor(animator.render(image, seed))  # (F, 3, H, W)
+        frames = animator.render(image, seed)  # (F, H, W, 3) uint8
+        generated = frames_to_tensor(frames)  # (F, 3, H, W)
         height, width = generated.shape[-2:]
         reference = _fit(frames_to_tensor(image[None]), height, width)[0]  # (3, H, W)
         target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
@@ -128,7 +162,9 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
             for key, value in metric.score(generated, reference=reference, target=target).items():
                 scores[f"{metric.name}/{key}"] = float(value)
                 directions[f"{metric.name}/{key}"] = _direction(metric, key)
-        per_sample.append({"reference": label, "seed": seed, "scores": scores})
+        per_sample.append({"reference": label, "seed": seed, "scores": scores,
+                           "series": frame_series(generated, reference, target)})
+        videos.append(frames)
         reporter.advance(1, **scores)
     reporter.finish()
 
@@ -155,4 +191,4 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
     path = out / METRICS_FILE
     atomic_write(path, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
     reporter.note(f"eval: wrote {path}")
-    return EvalResult(action, per_sample, summary, path)
+    return EvalResult(action, per_sample, summary, path, directions, videos, float(getattr(animator, "fps", 8.0)))

@@ -95,6 +95,7 @@ def train(config: Any, library: Any, action: str, host: Any, *, reporter: Report
 def _train_locked(config, library, action, host, reporter, steps, resume) -> TrainResult:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from diffusers.optimization import get_constant_schedule_with_warmup
 
     from ..model.flash import training_loss
@@ -123,6 +124,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
 
     params = add_motion_lora(backbone, settings.lora_rank, settings.lora_alpha)
     start, losses = _resume(library, action, backbone, reporter) if resume else (0, [])
+    AcceleratorState._reset_state()  # a process may train several times with different precisions
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum,
                               cpu=config.runtime.device == "cpu")
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
@@ -143,7 +145,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
         return torch.cat(parts)
 
     reporter.start("train", total=total)
-    reporter.advance(start)
+    if start:
+        reporter.advance(start)
     for step in range(start, total):
         step_loss = 0.0
         for _ in range(settings.grad_accum):
@@ -234,6 +237,8 @@ def _checkpoint_dir(library: Any, action: str) -> Path:
 def _checkpoint(library: Any, action: str, backbone: Any, step: int, losses: list[float]) -> None:
     """LoRA + step + losses into the action's cache (optimizer state restarts on resume)."""
     import json
+
+    from ..model.lora import lora_state_dict
 
     folder = _checkpoint_dir(library, action)
     with atomic_path(folder / LORA_FILE) as tmp:

@@ -1,0 +1,128 @@
+"""Sampling and the animate pipeline: determinism, the re-imposed reference, motion checks, outputs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flashctl.errors import ImageReadError, IncompatibleMotionError, MotionNotTrainedError
+from flashctl.model import flash
+from flashctl.model.diffusion import make_scheduler
+from flashctl.pipeline.animate import animate, load_animator
+from flashctl.pipeline.train import train
+from flashctl.plugins import build_host
+from motion_kit import FRAMES, SIZE, make_action, synthetic_clips, tiny_config
+
+
+@pytest.fixture(scope="module")
+def host():
+    return build_host()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, host):
+    """(config, library) with the action 'slide' trained for one step."""
+    root = tmp_path_factory.mktemp("project")
+    config = tiny_config(root)
+    library = make_action(config)
+    train(config, library, "slide", host, steps=1)
+    return config, library
+
+
+@pytest.fixture(scope="module")
+def animator(trained, host):
+    config, library = trained
+    return load_animator(config, library, "slide", host)
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)  # (H, W, 3), not square
+
+
+def test_same_seed_same_video_other_seed_differs(animator):
+    first = animator.render(_image(), seed=7)
+    assert first.shape == (FRAMES, SIZE, SIZE, 3) and first.dtype == np.uint8
+    assert np.array_equal(animator.render(_image(), seed=7), first)
+    assert not np.array_equal(animator.render(_image(), seed=8), first)
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpm++"])
+def test_reference_latent_is_reimposed_every_step(animator, name):
+    backbone = animator.model.backbone
+    reference = torch.from_numpy(synthetic_clips(1)[0, 0]).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, S, S)
+    ref_latent = backbone.encode_video(reference[:, None])[:, 0]  # (1, c, h, w)
+    seen = []
+    original = backbone.denoise
+
+    def spy(latents, t, emb):
+        seen.append(latents[:, 0].clone())
+        return original(latents, t, emb)
+
+    backbone.denoise = spy
+    try:
+        latents = flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 3,
+                                       make_scheduler(name, backbone.scheduler_config),
+                                       generator=torch.Generator().manual_seed(0))
+    finally:
+        del backbone.denoise
+    assert latents.shape == (1, FRAMES, *ref_latent.shape[1:])
+    assert torch.equal(latents[:, 0], ref_latent)
+    assert len(seen) == 3 and all(torch.equal(s, ref_latent) for s in seen)
+    assert not torch.equal(latents[:, 1], ref_latent)
+
+
+def test_classifier_free_guidance_changes_the_sample(animator):
+    backbone = animator.model.backbone
+    ref = backbone.encode_video(torch.zeros(1, 1, 3, SIZE, SIZE))[:, 0]
+    negative = backbone.encode_prompt(["blurry"])
+
+    def run(scale):
+        return flash.sample_latents(backbone, ref, animator.prompt_emb, FRAMES, 2,
+                                    make_scheduler("ddim", backbone.scheduler_config), scale, negative,
+                                    torch.Generator().manual_seed(0))
+
+    assert not torch.equal(run(1.0), run(4.0))
+    with pytest.raises(ValueError, match="negative_emb"):
+        flash.sample_latents(backbone, ref, animator.prompt_emb, FRAMES, 2,
+                             make_scheduler("ddim", backbone.scheduler_config), 4.0, None)
+
+
+def test_untrained_motion_says_how_to_train(tmp_path, host):
+    config = tiny_config(tmp_path)
+    library = make_action(config, "fresh")
+    with pytest.raises(MotionNotTrainedError) as info:
+        load_animator(config, library, "fresh", host)
+    assert "fresh" in info.value.message and "flashctl train fresh" in info.value.hint
+
+
+def test_motion_for_other_base_weights_is_refused_naming_both(trained, host):
+    config, library = trained
+    other = tiny_config(config.root(), options={"backbone": {"animatediff": {"init_seed": 1}}})
+    with pytest.raises(IncompatibleMotionError) as info:
+        load_animator(other, library, "slide", host)
+    assert "tiny(init_seed=0)" in info.value.message and "tiny(init_seed=1)" in info.value.message
+    assert "flashctl train slide" in info.value.hint
+
+
+def test_animate_writes_each_format_and_a_contact_sheet(trained, host, tmp_path):
+    config, library = trained
+    images = []
+    for i in range(2):
+        images.append(tmp_path / f"person{i}.png")
+        Image.fromarray(_image(i)).save(images[-1])
+    results = animate(config, library, "slide", images, tmp_path / "out", host, formats=["gif"], seed=3)
+    assert [r.image for r in results] == images
+    for r, image in zip(results, images):
+        assert r.frames == FRAMES
+        assert sorted(p.name for p in r.outputs) == sorted([f"{image.stem}.gif", f"{image.stem}_sheet.png"])
+        assert all(p.is_file() and p.stat().st_size > 0 for p in r.outputs)
+        assert Image.open(tmp_path / "out" / f"{image.stem}.gif").n_frames == FRAMES
+
+
+def test_unreadable_image_fails_before_anything_is_written(trained, host, tmp_path):
+    config, library = trained
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageReadError):
+        animate(config, library, "slide", [bad], tmp_path / "out", host, formats=["gif"])
+    assert not (tmp_path / "out").exists()
