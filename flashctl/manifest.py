@@ -10,19 +10,13 @@ import difflib
 import json
 import math
 import re
-import sys
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import TrainSection
-from .errors import ManifestError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .config import TrainSection, read_toml
+from .errors import ConfigError, ManifestError
 
 MANIFEST_NAME = "motion.toml"
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -102,17 +96,12 @@ def _invalid(path: Path, exc: ValidationError, model: type[BaseModel], prefix: s
 def load_manifest(path: Path) -> MotionManifest:
     """Parse and validate ``path``; [train] keys are checked against flashctl.toml's [train] schema."""
     try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:  # Python < 3.14 has the position only in the text
-        where = re.search(r"\s*\(at line (\d+), column (\d+)\)", str(exc))
-        line, col = where.groups() if where else ("?", "?")
-        message = str(exc).replace(where.group(0), "") if where else str(exc)
-        raise ManifestError(f"{path}:{line}:{col}: malformed TOML: {message}",
-                            hint="fix the syntax at that line") from None
+        data = read_toml(Path(path))
+    except ConfigError as exc:  # a syntax error, as FILE:LINE:COL
+        raise ManifestError(exc.message, hint=exc.hint) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})",
-                            hint="check the file exists and is readable UTF-8 text") from None
+        raise ManifestError(f"{path}: cannot read it ({exc.__class__.__name__}: {exc})",
+                            hint="check that the file is readable UTF-8 text") from None
     try:
         manifest = MotionManifest.model_validate(data)
     except ValidationError as exc:

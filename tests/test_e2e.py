@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -58,7 +57,9 @@ def test_prepare_train_animate_eval(project, capsys):
     result = json.loads(r.out)
     assert result["steps"] == 2 and np.isfinite(result["final_loss"])
     # the throwaway plugin's augmentation really fed training
-    tint = sys.modules["flashctl_local_tint"]
+    from flashctl.cli.state import state
+
+    tint = state._host.pm.get_plugin("local:tint")
     assert tint.CALLS and tint.CALLS[0][0] == FRAMES
 
     r = run(capsys, "motions", "list", "--json")

@@ -9,7 +9,7 @@ from flashctl.errors import ConfigError, DuplicateComponentError
 from flashctl.plugins import build_host, host_for
 from plugin_kit import install_distribution, plugin_source
 
-BUILTINS = {"videoio", "animatediff", "decoders", "augment", "metrics", "weights", "synth"}
+BUILTINS = {"videoio", "animatediff", "decoders", "augment", "metrics", "weights", "synth", "svd"}
 
 
 def test_builtins_come_through_entry_points_only():

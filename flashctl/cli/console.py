@@ -27,7 +27,7 @@ class RichReporter:
         self.finish()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.speed_text}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[speed_text]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             TextColumn("{task.fields[metrics]}"), console=self.console, transient=False,
         )
         self._progress.start()

@@ -72,6 +72,11 @@ def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8
     return video, meta
 
 
+def meta_json(meta: dict) -> str:
+    """One top-level key per line, so the file stays readable with the per-frame keypoints inline."""
+    return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n"
+
+
 def clip_name(action: str, split: str, seed: int) -> str:
     return f"{action}_{split}_{seed:05d}"
 
@@ -108,7 +113,7 @@ def write_clips(action: str, n: int, out_dir: Path | str, *, frames: int = 16, s
         else:
             written.append(write_mp4(out_dir / f"{name}.mp4", video, fps))
             with atomic_path(out_dir / f"{name}.json") as tmp:
-                tmp.write_text(json.dumps(meta, indent=1) + "\n")
+                tmp.write_text(meta_json(meta))
         reporter.advance()
     reporter.finish()
     return written

@@ -1,0 +1,1 @@
+"""flashctl built-in plugin: the Stable Video Diffusion backbone (`svd`)."""
