@@ -91,3 +91,7 @@ class VideoWriteError(FlashctlError):
 
 class MetricsFileError(FlashctlError):
     """A metrics.json that is missing, unreadable, or not what `flashctl eval` writes."""
+
+
+class WeightsFileError(FlashctlError):
+    """A weights file that cannot be read, or was saved for another model layout."""

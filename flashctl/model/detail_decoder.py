@@ -104,6 +104,7 @@ class DetailEnhanceDecoder:
         self.backbone: Backbone | None = None
         self.injections = nn.ModuleDict()  # str(up block index) -> injection, filled by attach
         self.layout: list[dict[str, Any]] = []  # one entry per injection, saved as metadata
+        self.sources: dict[str, int] = {}  # str(up block index) -> encoder feature index
 
     # -- building ------------------------------------------------------------------------------
 
@@ -130,6 +131,7 @@ class DetailEnhanceDecoder:
             self.layout.append({"block": block, "kind": "attention" if block in attention else "conv",
                                 "channels": channels, "source": source, "ref_channels": ref_channels})
         self.injections = nn.ModuleDict(layers).to(vae.device, vae.dtype)
+        self.sources = {str(e["block"]): e["source"] for e in self.layout}
         self.backbone = backbone
 
     def _blocks(self, n_up: int) -> tuple[set[int], set[int]]:
@@ -150,10 +152,9 @@ class DetailEnhanceDecoder:
         side = 2 * 2 ** len(vae.encoder.down_blocks)
         image = torch.zeros(1, 3, side, side, device=vae.device, dtype=vae.dtype)  # (1, 3, S, S)
         enc = [(f.shape[1], f.shape[-1] / side) for f in _encoder_features(vae, image)]
-        up = []
-        x = vae.decoder.mid_block(vae.decoder.conv_in(vae.post_quant_conv(vae.encode(image).latent_dist.mode())
-                                                      if vae.post_quant_conv is not None
-                                                      else vae.encode(image).latent_dist.mode()), None)
+        latent = vae.encode(image).latent_dist.mode()  # (1, c, h, w)
+        z = vae.post_quant_conv(latent) if vae.post_quant_conv is not None else latent
+        x, up = vae.decoder.mid_block(vae.decoder.conv_in(z), None), []  # (1, c_mid, h, w)
         for block in vae.decoder.up_blocks:
             x = block(x, None)  # (1, c, h, w)
             up.append((x.shape[1], x.shape[-1] / side))
@@ -229,7 +230,7 @@ class DetailEnhanceDecoder:
     def reference_features(self, reference: torch.Tensor) -> dict[int, torch.Tensor]:
         """(B, 3, H, W) in [-1, 1] -> {encoder feature index: (B, c_i, h_i, w_i)}, only those used."""
         vae = self._attached().backbone.vae
-        used = {entry["source"] for entry in self.layout}
+        used = set(self.sources.values())
         with torch.no_grad():
             feats = _encoder_features(vae, reference.to(vae.device, vae.dtype))
         return {i: f for i, f in enumerate(feats) if i in used}
@@ -245,8 +246,7 @@ class DetailEnhanceDecoder:
         for block, up in enumerate(dec.up_blocks):
             x = up(x, None)  # (B*F, c_i, h_i, w_i)
             if str(block) in self.injections:
-                entry = self.layout[[e["block"] for e in self.layout].index(block)]
-                ref = _resized(features[entry["source"]], x.shape[-2:])  # (B, c_ref, h_i, w_i)
+                ref = _resized(features[self.sources[str(block)]], x.shape[-2:])  # (B, c_ref, h_i, w_i)
                 x = self.injections[str(block)](x, ref)
         x = dec.conv_out(dec.conv_act(dec.conv_norm_out(x)))  # (B*F, 3, H, W)
         return rearrange(x, "(b f) c h w -> b f c h w", b=b)

@@ -1,9 +1,38 @@
-"""flashctl built-in plugin: latent decoders (``vae``: the backbone's stock VAE decoder)."""
+"""flashctl built-in plugin: latent decoders (``vae``: the backbone's stock VAE decoder;
+``detail-enhance``: the Detail Enhancement Decoder, :mod:`flashctl.model.detail_decoder`)."""
 
 from __future__ import annotations
 
+from pydantic import Field, model_validator
+
 from flashctl import hookimpl
-from flashctl.registry import NoOptions
+from flashctl.registry import NoOptions, Options
+
+
+class DetailDecoderOptions(Options):
+    attention_blocks: tuple[int, ...] = Field(
+        (0,), description="VAE decoder up blocks (0 = lowest resolution) followed by a residual cross-attention "
+                          "to the reference features")
+    conv_blocks: tuple[int, ...] | None = Field(
+        None, description="up blocks followed by a 1x1 conv over [decoder, reference] features; "
+                          "unset = every up block without attention")
+    heads: int = Field(4, ge=1, description="attention heads; must divide the up block's channels")
+    kv_size: int = Field(32, ge=1, description="reference keys/values are pooled to at most this many per side")
+    train_steps: int = Field(200, ge=1, description="optimizer steps when fitting the decoder")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the new layers")
+    noise_std: float = Field(0.02, ge=0, description="Gaussian noise added to the clean latents while fitting")
+    batch_frames: int = Field(4, ge=1, description="(clip, frame) pairs per fitting step")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "DetailDecoderOptions":
+        for key in ("attention_blocks", "conv_blocks"):
+            blocks = getattr(self, key) or ()
+            if any(b < 0 for b in blocks) or len(set(blocks)) != len(blocks):
+                raise ValueError(f"{key} must be distinct non-negative up-block indices, got {list(blocks)}")
+        both = sorted(set(self.attention_blocks) & set(self.conv_blocks or ()))
+        if both:
+            raise ValueError(f"up block {both[0]} is in both attention_blocks and conv_blocks; pick one")
+        return self
 
 
 def build_vae_decoder(options: NoOptions, ctx):
@@ -12,7 +41,16 @@ def build_vae_decoder(options: NoOptions, ctx):
     return VaeDecoder()
 
 
+def build_detail_decoder(options: DetailDecoderOptions, ctx):
+    from flashctl.model.detail_decoder import DetailEnhanceDecoder
+
+    return DetailEnhanceDecoder(options)
+
+
 @hookimpl
 def register_decoders(register) -> None:
     register("vae", build_vae_decoder, options=NoOptions,
              summary="the backbone's VAE decoder, frame by frame; no per-motion parameters")
+    register("detail-enhance", build_detail_decoder, options=DetailDecoderOptions,
+             summary="Detail Enhancement Decoder: the VAE decoder plus zero-initialised layers that copy "
+                     "detail from the reference image; fitted per motion")

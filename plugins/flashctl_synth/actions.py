@@ -112,7 +112,8 @@ def _kick(p: float, m: Motion) -> Pose:
     lean = keyframes(p, [(0, 0), (0.1, 0), (0.42, -14 * a), (0.82, 0), (1, 0)])
     arm = keyframes(p, [(0, 25), (0.1, 25), (0.42, -15), (0.82, 25), (1, 25)])
     kicking = Limbs(shoulder=arm, elbow=90, hip=hip, knee=knee)
-    standing = Limbs(shoulder=45 - arm, elbow=95, hip=-4, knee=6)
+    brace = keyframes(p, [(0, 0), (0.1, 0), (0.32, 1), (0.56, 1), (0.82, 0), (1, 0)])  # the standing knee gives a little
+    standing = Limbs(shoulder=45 - arm, elbow=95, hip=-5 * brace, knee=2 + 6 * brace)
     return Pose(kicking, standing, torso=lean, neck=-lean / 2)
 
 
