@@ -201,12 +201,15 @@ def read_frames(path: Path | str, *, fps: float | None = None, size: int | None 
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3).copy()  # (F, H, W, 3)
 
 
-def _centre_square(image: Any, size: int) -> Any:
+def fit_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop + resize of an ``(H, W, 3)`` uint8 image to ``(size, size, 3)``."""
     from PIL import Image
 
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side, :3]))  # (side, side, 3)
+    return np.array(crop.resize((size, size), Image.Resampling.BICUBIC))  # (S, S, 3), writable
 
 
 def read_image(path: Path | str, size: int | None = None) -> np.ndarray:
@@ -228,9 +231,8 @@ def read_image(path: Path | str, size: int | None = None) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})",
                              hint="pass a PNG, JPEG or WebP file; re-export it if it is damaged") from None
-    if size:
-        image = _centre_square(image, size)
-    return np.asarray(image, dtype=np.uint8).copy()  # (H, W, 3)
+    array = np.asarray(image, dtype=np.uint8).copy()  # (H, W, 3)
+    return fit_square(array, size) if size else array
 
 
 def _frames(frames: np.ndarray) -> np.ndarray:

@@ -100,3 +100,16 @@ def test_bad_inputs_through_the_cli(project, capsys):
     r = run(capsys, "animate", "--action", "wave", "--image", project / "actor.png",
             "--set", "options.backbone.animatediff.preset=sd15")
     assert r.code in (1, 2) and "Traceback" not in r.err
+
+
+def test_motions_rm_asks_first(project, capsys, monkeypatch):
+    import io
+
+    assert run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "x").code == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    r = run(capsys, "motions", "rm", "wave")
+    assert r.code == 1 and (project / "motions" / "wave" / "motion.toml").exists()
+    r = run(capsys, "motions", "rm", "wave", "--yes")
+    assert r.code == 0 and not (project / "motions" / "wave").exists()
+    r = run(capsys, "motions", "show", "wave")
+    assert r.code == 1 and "not found" in r.err

@@ -152,6 +152,7 @@ def test_compare_picks_the_best_in_each_direction(tmp_path):
     assert rows["m/jump"].best == [3]  # lower is better
     assert rows["m/info"].best == [] and rows["m/info"].higher_is_better is None
     assert rows["m/extra"].values == [None, None, 0.5, None] and rows["m/extra"].best == []  # one value: no winner
+    assert compare(paths[:1] + paths[2:]).rows[0].best == []  # all equal: nothing to highlight
 
     written = write_comparison(comparison, tmp_path / "cmp")
     markdown, page = written["markdown"].read_text(), written["html"].read_text()

@@ -62,8 +62,9 @@ def eval_(
         print_json(data)
         return
     out.print(_summary_table(results[0]) if comparison is None else _comparison_table(comparison))
-    for path in reports.values():
-        err.print(f"wrote {path}", highlight=False)
+    for kind, path in reports.items():
+        if not kind.endswith("metrics"):  # evaluate already said where metrics.json went
+            err.print(f"wrote {path}", highlight=False)
 
 
 def _evaluate(actions: list[str], images: list[Path] | None, out_dir: Path | None,

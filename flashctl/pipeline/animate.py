@@ -24,17 +24,6 @@ class AnimateResult:
     seconds: float
 
 
-def fit_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop + resize of an ``(H, W, 3)`` uint8 image to ``(size, size, 3)``."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side, :3]))
-    return np.array(crop.resize((size, size), Image.Resampling.LANCZOS))  # (S, S, 3), writable
-
-
 class Animator:
     """A loaded motion: backbone + LoRA + decoder + prompt embeddings, ready to render many images."""
 
@@ -50,7 +39,7 @@ class Animator:
 
         from ..model.diffusion import make_scheduler
         from ..model.flash import sample
-        from ..video import frames_to_tensor, tensor_to_frames
+        from ..video import fit_square, frames_to_tensor, tensor_to_frames
 
         backbone, s = self.model.backbone, self.settings
         reference = frames_to_tensor(fit_square(image, self.size)[None])  # (1, 3, S, S)

@@ -47,7 +47,7 @@ th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numer
 td.best{background:#d7f0d7;font-weight:bold}.dir{text-align:center;color:#555}
 figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}
 img.sheet{width:min(100%,960px);image-rendering:pixelated}img.plot{max-width:100%}
-video{image-rendering:pixelated;background:#000}.note{color:#8a5a00}code{font-size:.9em}
+video{image-rendering:pixelated;background:#000}.wide{overflow-x:auto}.note{color:#8a5a00}code{font-size:.9em}
 """
 
 
@@ -128,6 +128,11 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _text(text: str) -> str:
+    """Escape text content (attribute values use html.escape with quotes)."""
+    return html.escape(text, quote=False)
+
+
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -204,15 +209,16 @@ def _md_table(header: list[str], align: list[str], rows: list[list[str]]) -> str
 
 def _html_table(header: list[str], rows: list[list[tuple[str, str]]]) -> str:
     """``rows`` of (text, css class) cells; all text is escaped here."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="{cls}">{html.escape(text)}</td>' for text, cls in row) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    head = "".join(f"<th>{_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="{cls}">{_text(text)}</td>' if cls else f"<td>{_text(text)}</td>"
+                                    for text, cls in row) + "</tr>" for row in rows)
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
 
 
 def _html_page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n<h1>{_text(title)}</h1>\n{body}\n</body></html>\n")
 
 
 def _markdown_report(result: EvalResult, keys: list[str], samples: list[tuple[str, Path | None, Path | None]],
@@ -252,13 +258,13 @@ def _html_report(result: EvalResult, keys: list[str], samples: list[tuple[str, P
         if sheet:
             media += (f'<br><img class="sheet" alt="{html.escape(label)}" '
                       f'src="{_data_uri((out / sheet).read_bytes())}">')
-        figures.append(f"<figure>{media}<figcaption>{html.escape(label)}</figcaption></figure>")
+        figures.append(f"<figure>{media}<figcaption>{_text(label)}</figcaption></figure>")
     if not any(video or sheet for _, video, sheet in samples):
         figures.append('<p class="note">No rendered samples in this folder.</p>')
     plot = (f'<img class="plot" alt="per-frame curves" src="{_data_uri(plot_png)}">' if plot_png
-            else f'<p class="note">{html.escape(reason)}.</p>')
-    body = (f"<p>{len(result.per_sample)} samples, from <code>{html.escape(str(result.path))}</code>. "
-            f"{html.escape(LEGEND)}</p>\n<h2>Summary</h2>{summary}\n<h2>Per sample</h2>{per_sample}\n"
+            else f'<p class="note">{_text(reason)}.</p>')
+    body = (f"<p>{len(result.per_sample)} samples, from <code>{_text(str(result.path))}</code>. "
+            f"{_text(LEGEND)}</p>\n<h2>Summary</h2>{summary}\n<h2>Per sample</h2>{per_sample}\n"
             f"<h2>Samples</h2>{''.join(figures)}\n<h2>Per-frame curves</h2>{plot}")
     return _html_page(f"flashctl eval: {result.action}", body)
 
@@ -290,7 +296,6 @@ def write_report(result: EvalResult, out_dir: Path | str, *,
     written["markdown"] = atomic_write(out / REPORT_MD, _markdown_report(
         result, keys, samples, Path(PLOT_FILE) if plot_png else None, reason))
     written["html"] = atomic_write(out / REPORT_HTML, _html_report(result, keys, samples, out, plot_png, reason))
-    reporter.note(f"eval: wrote {written['html']}")
     return written
 
 
@@ -299,7 +304,7 @@ class ComparisonRow:
     metric: str
     higher_is_better: bool | None
     values: list[float | None]  # one per column; None where that result lacks the metric
-    best: list[int]  # columns holding the best value (ties share it); empty without a direction
+    best: list[int]  # columns holding the best value (ties share it); empty without a direction or a difference
 
 
 @dataclass(frozen=True)
@@ -317,8 +322,8 @@ def _columns(results: list[EvalResult]) -> list[str]:
 
 def _best(values: list[float | None], higher_is_better: bool | None) -> list[int]:
     finite = {i: v for i, v in enumerate(values) if v is not None}
-    if higher_is_better is None or len(finite) < 2:
-        return []
+    if higher_is_better is None or len(set(finite.values())) < 2:
+        return []  # no direction, or nothing to choose between
     target = max(finite.values()) if higher_is_better else min(finite.values())
     return [i for i, v in finite.items() if v == target]
 
@@ -352,9 +357,9 @@ def write_comparison(comparison: Comparison, out_dir: Path | str) -> dict[str, P
     html_rows = [[(row.metric, ""), (ARROWS[row.higher_is_better], "dir")]
                  + [(format_value(v), "num best" if i in row.best else "num") for i, v in enumerate(row.values)]
                  for row in comparison.rows]
-    items = "".join(f"<li>{html.escape(c)}: <code>{html.escape(str(p))}</code></li>"
+    items = "".join(f"<li>{_text(c)}: <code>{_text(str(p))}</code></li>"
                     for c, p in zip(comparison.columns, comparison.sources))
-    body = (f"<p>Best value per metric highlighted. {html.escape(LEGEND)}</p>{_html_table(header, html_rows)}"
+    body = (f"<p>Best value per metric highlighted. {_text(LEGEND)}</p>{_html_table(header, html_rows)}"
             f"<h2>Sources</h2><ul>{items}</ul>")
     return {"markdown": atomic_write(out / COMPARISON_MD, markdown),
             "html": atomic_write(out / COMPARISON_HTML, _html_page("flashctl eval: comparison", body))}

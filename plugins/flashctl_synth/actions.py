@@ -1,12 +1,13 @@
 """Actions as joint-angle trajectories over one cycle, phase p in [0, 1).
 
 An :class:`Action` maps a phase and a clip's :class:`Motion` (amplitude, which limb leads, a small
-style offset) to a :class:`Pose`. Angles are degrees. For the ``front`` view (the person faces the
-camera) shoulder and hip angles are abduction (0 = hanging down, 90 = straight out sideways) and
-``torso`` bends sideways towards the leading side; for the ``side`` view they are flexion (90 = pointing forward) and
-``torso`` bends forward. Elbows bend the forearm further the same way, knees fold the shin back.
-Limb angles are relative to the torso (arms) or the upright pelvis (legs). ``lift`` raises the
-whole body off the floor (body heights); otherwise the lowest foot stands on the floor.
+style offset) to a :class:`Pose`. Angles are degrees. For the ``front`` view (the person faces
+the camera) shoulder and hip angles are abduction (0 = hanging down, 90 = straight out sideways)
+and ``torso`` bends sideways towards the leading side; for the ``side`` view they are flexion
+(90 = pointing forward) and ``torso`` bends forward. Elbows bend the forearm further the same
+way, knees fold the shin back. Limb angles are relative to the torso (arms) or the upright pelvis
+(legs). ``lift`` raises the whole body off the floor (body heights); otherwise the lowest foot
+stands on the floor.
 Trajectories use eased keyframes, so every movement starts and ends softly.
 """
 
@@ -112,7 +113,7 @@ def _kick(p: float, m: Motion) -> Pose:
     lean = keyframes(p, [(0, 0), (0.1, 0), (0.42, -14 * a), (0.82, 0), (1, 0)])
     arm = keyframes(p, [(0, 25), (0.1, 25), (0.42, -15), (0.82, 25), (1, 25)])
     kicking = Limbs(shoulder=arm, elbow=90, hip=hip, knee=knee)
-    brace = keyframes(p, [(0, 0), (0.1, 0), (0.32, 1), (0.56, 1), (0.82, 0), (1, 0)])  # the standing knee gives a little
+    brace = keyframes(p, [(0, 0), (0.1, 0), (0.32, 1), (0.56, 1), (0.82, 0), (1, 0)])  # standing knee gives a bit
     standing = Limbs(shoulder=45 - arm, elbow=95, hip=-5 * brace, knee=2 + 6 * brace)
     return Pose(kicking, standing, torso=lean, neck=-lean / 2)
 

@@ -40,8 +40,8 @@ def pattern_cells(pattern: str, length: float, width: float, period: float) -> l
         half = period / 2
         across = max(2, round(2 * width / half))
         along = int(np.ceil(length / half))
-        return [(-1 + a * 2 / across, -1 + (a + 1) * 2 / across, b * half / length, min((b + 1) * half, length) / length)
-                for a in range(across) for b in range(along) if (a + b) % 2]
+        return [(-1 + a * 2 / across, -1 + (a + 1) * 2 / across, b * half / length,
+                 min((b + 1) * half, length) / length) for a in range(across) for b in range(along) if (a + b) % 2]
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
@@ -164,15 +164,22 @@ class PersonPainter:
             top = j["neck"] - sk.torso_up * 0.03 * s
             pen.cloth(hem, top, b.waist_half * s * 0.7, b.chest_half * s * 0.65, shirt, look.shirt_pattern)
 
+    @staticmethod
+    def _head_frame(sk: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Head centre, its up axis and its forward axis (towards image right in the front view)."""
+        up = sk.head_up
+        return sk.joints["head"], up, np.array([-up[1], up[0]]) * sk.facing
+
     def _back_hair(self, pen: Pen, sk: Skeleton, behind_torso: bool) -> None:
         b, look, s = self.body, self.look, sk.scale
-        c, up, fwd = sk.joints["head"], sk.head_up, np.array([-sk.head_up[1], sk.head_up[0]]) * sk.facing
+        c, up, fwd = self._head_frame(sk)
         rx, ry = b.head_rx * s, b.head_ry * s
         if look.hair_style == "long":
             if behind_torso:
                 pen.capsule(c, c - up * ry * 1.6, rx * 1.15, rx * 1.05, look.hair_color)
             else:
-                pen.capsule(c - fwd * rx * 0.3, c - up * ry * 1.6 - fwd * rx * 0.75, rx * 0.8, rx * 0.5, look.hair_color)
+                tip = c - up * ry * 1.6 - fwd * rx * 0.75
+                pen.capsule(c - fwd * rx * 0.3, tip, rx * 0.8, rx * 0.5, look.hair_color)
         elif look.hair_style == "ponytail":
             root = c + up * ry * 0.3 - fwd * rx * (0.2 if behind_torso else 0.9)
             tip = c - up * ry * 1.4 - fwd * rx * (-0.9 if behind_torso else 1.3)
@@ -180,8 +187,7 @@ class PersonPainter:
 
     def _head(self, pen: Pen, sk: Skeleton) -> None:
         b, look, s = self.body, self.look, sk.scale
-        c, up = sk.joints["head"], sk.head_up
-        fwd = np.array([-up[1], up[0]]) * sk.facing
+        c, up, fwd = self._head_frame(sk)
         side = sk.view == "side"
         rx, ry = b.head_rx * s * (1.1 if side else 1.0), b.head_ry * s
         if look.hair_style == "bun":
