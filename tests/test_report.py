@@ -231,6 +231,13 @@ def test_eval_several_actions_reports_each_and_compares(tmp_path, capsys, monkey
     assert data["comparison"]["columns"] == ["wave", "squat"]
     assert (tmp_path / "out" / "comparison.md").is_file()
 
+    r = run(capsys, "eval", "wave", "--json")  # one action: its summary, reports in the motion's eval folder
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["action"] == "wave" and "comparison" not in data and "first-frame/psnr" in data["summary"]
+    assert data["reports"]["html"] == str(tmp_path / "motions" / "wave" / "eval" / "report.html")
+    assert (tmp_path / "motions" / "wave" / "eval" / "per_frame.png").is_file()
+
     r = run(capsys, "eval", "wave", "nope", "--out", tmp_path / "again")
     assert r.code == 1 and "'nope'" in r.err and "Traceback" not in r.err
     assert not (tmp_path / "again").exists()  # checked before anything was rendered

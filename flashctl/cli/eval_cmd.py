@@ -50,16 +50,7 @@ def eval_(
         reports.update({f"comparison/{kind}": path for kind, path in written.items()})
 
     if json_:
-        data = {"results": [{"action": r.action, "summary": r.summary, "path": str(r.path)} for r in results],
-                "reports": {k: str(p) for k, p in reports.items()}}
-        if comparison is None:
-            data = {**data.pop("results")[0], **data}
-        else:
-            data["comparison"] = {"columns": comparison.columns, "rows": [
-                {"metric": row.metric, "higher_is_better": row.higher_is_better,
-                 "values": dict(zip(comparison.columns, row.values)), "best": [comparison.columns[i] for i in row.best]}
-                for row in comparison.rows]}
-        print_json(data)
+        print_json(_as_json(results, comparison, reports))
         return
     out.print(_summary_table(results[0]) if comparison is None else _comparison_table(comparison))
     for kind, path in reports.items():
@@ -91,6 +82,18 @@ def _evaluate(actions: list[str], images: list[Path] | None, out_dir: Path | Non
         results.append(result)
     reporter.finish()
     return results, reports
+
+
+def _as_json(results: list[EvalResult], comparison: Comparison | None, reports: dict[str, Path]) -> dict:
+    """One action: its summary; several (or --compare): every summary plus the comparison rows."""
+    files = {kind: str(path) for kind, path in reports.items()}
+    summaries = [{"action": r.action, "summary": r.summary, "path": str(r.path)} for r in results]
+    if comparison is None:
+        return {**summaries[0], "reports": files}
+    rows = [{"metric": row.metric, "higher_is_better": row.higher_is_better,
+             "values": dict(zip(comparison.columns, row.values)), "best": [comparison.columns[i] for i in row.best]}
+            for row in comparison.rows]
+    return {"results": summaries, "comparison": {"columns": comparison.columns, "rows": rows}, "reports": files}
 
 
 def _summary_table(result: EvalResult) -> Table:

@@ -1,9 +1,10 @@
 """FLASH composed from a backbone: the LAMP-style training loss and the sampling loop.
 
 Frame 0 of every clip is the reference: its latent is never noised in training, is excluded
-from the loss, and is re-imposed at every sampling step. The Motion Alignment Module plugs in
-at :func:`denoising_loss`: it installs its processors on the backbone and calls it on the
-paired batch ``[x; x~]`` with the noise and timesteps of ``x`` repeated (:func:`draw_noise`).
+from the loss, and is re-imposed at every sampling step. With strong augmentation, training runs
+the paired batch ``[x; x~]`` through one denoiser call with the noise and timestep of ``x``
+repeated (:func:`paired_denoising_loss`); the Motion Alignment Module's processors, when
+installed (:mod:`flashctl.model.motion_alignment`), are active during that call only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from .diffusion import add_noise, training_scheduler, training_target
 from .interfaces import Backbone, Decoder
+from .motion_alignment import aligned
 
 
 def draw_noise(latents: torch.Tensor, num_train_timesteps: int,
@@ -36,12 +38,36 @@ def denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, no
     return F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none").flatten(1).mean(1)
 
 
+def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, augmented: torch.Tensor,
+                          noise: torch.Tensor, timesteps: torch.Tensor,
+                          prompt_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-video losses ``(B,)`` of x and of x~ from ONE denoiser call on ``[x; x~]``, MAM processors active.
+
+    ``latents`` x and ``augmented`` x~ are ``(B, F, c, h, w)``; both get ``noise`` and ``timesteps`` (drawn for x).
+    """
+    b = latents.shape[0]
+    both = torch.cat([latents, augmented])  # (2B, F, c, h, w): originals first
+    context = prompt_emb.expand(b, -1, -1).repeat(2, 1, 1)  # (2B, seq, dim)
+    with aligned(backbone.unet):
+        losses = denoising_loss(backbone, scheduler, both, noise.repeat(2, 1, 1, 1, 1), timesteps.repeat(2),
+                                context)  # (2B,)
+    return losses[:b], losses[b:]
+
+
 def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
-    """Mean denoising loss of a batch of clips ``(B, F, c, h, w)``; ``prompt_emb`` is ``(1 or B, seq, dim)``."""
+                  generator: torch.Generator, augmented: torch.Tensor | None = None,
+                  augmented_weight: float = 1.0) -> torch.Tensor:
+    """Mean denoising loss of clips x ``(B, F, c, h, w)``; ``prompt_emb`` is ``(1 or B, seq, dim)``.
+
+    With ``augmented`` x~ (same shape): ``mean L(x) + augmented_weight * mean L(x~)`` from the paired batch.
+    """
     scheduler = training_scheduler(backbone.scheduler_config)
     noise, timesteps = draw_noise(batch_latents, scheduler.config.num_train_timesteps, generator)
-    return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb).mean()
+    if augmented is None:
+        return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb).mean()
+    loss, loss_aug = paired_denoising_loss(backbone, scheduler, batch_latents, augmented, noise, timesteps,
+                                           prompt_emb)
+    return loss.mean() + augmented_weight * loss_aug.mean()
 
 
 @torch.no_grad()

@@ -188,7 +188,7 @@ def _plot(result: EvalResult) -> bytes:
 
 
 def _plot_or_reason(result: EvalResult) -> tuple[bytes | None, str]:
-    if not any(row.get("series") for row in result.per_sample):
+    if not any(row.get("series", {}).get(panel[0]) for row in result.per_sample for panel in PANELS):
         return None, "no per-frame series in this metrics.json (re-run `flashctl eval` to get plots)"
     try:
         import matplotlib  # noqa: F401  (the optional extra)
@@ -215,7 +215,6 @@ def _html_table(header: list[str], rows: list[list[tuple[str, str]]]) -> str:
     return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-
 def _html_page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
             f"<style>{CSS}</style></head><body>\n<h1>{_text(title)}</h1>\n{body}\n</body></html>\n")
@@ -225,8 +224,8 @@ def _markdown_report(result: EvalResult, keys: list[str], samples: list[tuple[st
                      plot: Path | None, reason: str) -> str:
     arrows = {k: ARROWS[result.higher_is_better.get(k)] for k in keys}
     summary = _md_table(["metric", "better", "mean"], ["---", ":-:", "---:"],
-                        [[k, arrows[k], format_value(result.summary.get(k))] for k in keys])
-    per_sample = _md_table(["sample"] + [f"{k} {arrows[k]}".strip() for k in keys], ["---"] + ["---:"] * len(keys),
+                        [[_md_cell(k), arrows[k], format_value(result.summary.get(k))] for k in keys])
+    per_sample = _md_table(["sample"] + [_md_cell(f"{k} {arrows[k]}".strip()) for k in keys], ["---"] + ["---:"] * len(keys),
                            [[_md_cell(row["reference"])] + [format_value(row["scores"].get(k)) for k in keys]
                             for row in result.per_sample])
     parts = [f"# flashctl eval: {result.action}", f"{len(result.per_sample)} samples, from `{result.path}`. {LEGEND}",
@@ -346,7 +345,7 @@ def write_comparison(comparison: Comparison, out_dir: Path | str) -> dict[str, P
     """comparison.md (best values in bold) and comparison.html (best cells highlighted) in ``out_dir``."""
     out = Path(out_dir)
     header = ["metric", "better"] + comparison.columns
-    md_rows = [[row.metric, ARROWS[row.higher_is_better]]
+    md_rows = [[_md_cell(row.metric), ARROWS[row.higher_is_better]]
                + [f"**{format_value(v)}**" if i in row.best else format_value(v) for i, v in enumerate(row.values)]
                for row in comparison.rows]
     sources = [f"- {_md_cell(c)}: `{p}`" for c, p in zip(comparison.columns, comparison.sources)]

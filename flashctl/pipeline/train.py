@@ -1,9 +1,11 @@
 """``train``: learn one action's motion LoRA from its prepared clips and save it atomically.
 
 LAMP-style few-shot fine-tuning of the backbone's motion LoRA under ``accelerate`` (mixed
-precision, gradient accumulation, warm-up), optionally with strongly augmented copies of the
-clips (same motion, new appearance). The Motion Alignment Module will consume the augmented
-copies as a paired batch; until then they are extra training examples.
+precision, gradient accumulation, warm-up). With ``train.strong_augment`` each step pairs the
+batch x with x~, one motion-preserving augmentation per clip, noised alike and denoised in one
+call; ``train.motion_align`` / ``train.correspondence_align`` install the Motion Alignment
+Module's processors for training only (uninstalled before the preview is sampled). Every
+ablation row of METHOD.md (#1..#6) is a choice of ``[train]`` switches; provenance records it.
 """
 
 from __future__ import annotations
@@ -98,13 +100,15 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     from accelerate.state import AcceleratorState
     from diffusers.optimization import get_constant_schedule_with_warmup
 
-    from ..model.flash import training_loss
+    from ..model import flash
     from ..model.lora import add_motion_lora, lora_state_dict
+    from ..model.motion_alignment import ablation_row, install_mam, mam_options, uninstall_mam
     from ..video import frames_to_tensor, write_gif
 
     started, t0 = _now(), time.perf_counter()
     manifest = library.manifest(action)
     settings = train_settings(config, manifest, library.path(action) / "motion.toml")
+    mam = mam_options(settings)  # None: plain fine-tuning (#1); refuses impossible switch combinations
     total = steps or settings.steps
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
@@ -123,6 +127,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     prompt_emb = backbone.encode_prompt([manifest.prompt])  # (1, seq, dim)
 
     params = add_motion_lora(backbone, settings.lora_rank, settings.lora_alpha)
+    mam_installed = install_mam(backbone, mam) if mam is not None and mam.aligns else {}
+    augmented_weight = mam.augmented_weight if mam is not None else 0.0
     start, losses = _resume(library, action, backbone, reporter) if resume else (0, [])
     AcceleratorState._reset_state()  # a process may train several times with different precisions
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum,
@@ -135,14 +141,14 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     backbone.unet.train()
     latents, prompt_emb = latents.to(accelerator.device), prompt_emb.to(accelerator.device)
 
-    def batch() -> Any:
+    def batch() -> tuple[Any, Any]:
+        """Latents x ``(B, F, c, h, w)`` and, with strong augmentation, x~ = A(x) of the same shape (else None)."""
         idx = torch.randint(len(latents), (settings.batch_size,), generator=generator)
-        parts = [latents[idx]]  # (B, F, c, h, w)
-        if augmentations:
-            picks = torch.randint(len(augmentations), (len(idx),), generator=generator).tolist()
-            augmented = torch.stack([augmentations[k][1](clips[i], generator) for k, i in zip(picks, idx.tolist())])
-            parts.append(backbone.encode_video(augmented))  # (B, F, c, h, w): x~ = A(x)
-        return torch.cat(parts)
+        if not augmentations:
+            return latents[idx], None
+        picks = torch.randint(len(augmentations), (len(idx),), generator=generator).tolist()
+        augmented = torch.stack([augmentations[k][1](clips[i], generator) for k, i in zip(picks, idx.tolist())])
+        return latents[idx], backbone.encode_video(augmented)  # one draw per clip, identical on all frames
 
     reporter.start("train", total=total)
     if start:
@@ -151,7 +157,9 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
         step_loss = 0.0
         for _ in range(settings.grad_accum):
             with accelerator.accumulate(backbone.unet):
-                loss = training_loss(backbone, batch(), prompt_emb, generator)
+                x, x_aug = batch()
+                loss = flash.training_loss(backbone, x, prompt_emb, generator, augmented=x_aug,
+                                           augmented_weight=augmented_weight)
                 if not math.isfinite(loss.item()):
                     reporter.finish()
                     raise TrainingDivergedError(
@@ -170,6 +178,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     reporter.finish()
 
     backbone.unet = accelerator.unwrap_model(backbone.unet).eval()
+    uninstall_mam(backbone.unet)  # MAM is training-only
     preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
     run_id = new_run_id()
     weights = motion_config(model, config, action=action, prompt=manifest.prompt, frames=clips.shape[1],
@@ -186,6 +195,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
         write_gif(stage / "preview.gif", preview, weights["fps"])
         write_json(stage / "provenance.json", _provenance(
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
+            mam={"ablation": ablation_row(settings), "augmented_weight": augmented_weight, "layers": mam_installed},
             files=file_hashes(stage)))
     _clear_checkpoint(library, action)
     seconds = time.perf_counter() - t0
@@ -194,7 +204,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
 
 
 def _provenance(run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
-                files) -> dict[str, Any]:
+                mam, files) -> dict[str, Any]:
     import accelerate
     import diffusers
     import peft
@@ -222,6 +232,7 @@ def _provenance(run_id, action, started, t0, host, config, settings, manifest, m
         "config": config.model_dump(mode="json"),
         "train": settings.model_dump(mode="json"),
         "seed": settings.seed,
+        "mam": mam,
         "clips": [{"file": c.file, "sha256": c.sha256} for c in manifest.clips],
         "resumed_from_step": start or None,
         "losses": losses,

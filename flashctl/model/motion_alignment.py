@@ -1,0 +1,243 @@
+"""Motion Alignment Module (MAM): attention processors that align an augmented clip with its original.
+
+Training runs the paired batch ``[x; x~]`` (x~ = a strong, motion-preserving augmentation of x,
+noised with the same noise and timestep) through the U-Net once. Dimension 0 of every hidden
+state holds the originals in its first half and the augmented copies in its second half: for
+temporal attention ``(2*B*H*W, F, C)``, for spatial attention ``(2*B*F, H*W, C)`` (blocks of F
+frames per video). MAM only ever rewrites the second half, so the original branch is exactly
+the stock model.
+
+* **Motion alignment** (:class:`MotionAlignProcessor`, on the temporal-attention layers the
+  backbone lists): the hidden states entering attention over frames split into a static part
+  ``s = mean_f(h)`` and a motion part ``m = h - s``; the augmented branch continues with
+  ``h~ <- s~ + m``. It wraps the layer's own processor, aligns its input and delegates, so it
+  fits any backbone (AnimateDiff's ``attn1``/``attn2`` are both self-attention over frames; an
+  SVD temporal ``attn2`` is cross-attention to the image embedding, whose queries are aligned
+  and whose ``encoder_hidden_states`` pass through untouched).
+* **Correspondence alignment** (:class:`CorrespondenceAlignProcessor`, on the cross-frame
+  spatial layers): the probabilities of x aggregate the values of x~,
+  ``out~ = softmax(Q_x K_x^T / sqrt(d)) V~``, keys being frame 0's and the frame's own tokens.
+
+How METHOD.md's [choice] notes are read here:
+
+* ``L = L(x) + lambda_m * L(x~ with motion from x) + lambda_c * L(x~ with correspondences from x)``
+  with both alignments acting in ONE augmented branch when both are on. The two aligned terms are
+  then the same term, so the augmented branch is weighted ``lambda_m + lambda_c``; with one
+  alignment on, its own lambda; with both off (ablation #2) x~ is a plain extra example of
+  weight 1 (:attr:`MamOptions.augmented_weight`). L(.) is the mean per-video denoising loss.
+* ``donor_grad`` (default on): gradients of the augmented loss flow into the original's donated
+  features (its motion part ``m``; its queries and keys). Off: those are detached for the
+  augmented branch only.
+* Processors are inert (exactly the stock layer) unless a forward runs inside :func:`aligned`,
+  which the paired training loss enters; :func:`uninstall_mam` restores the stock processors,
+  and inference never installs them, so MAM costs nothing there.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+
+from ..errors import ConfigError
+from ..registry import Options
+from .cross_frame import CrossFrameAttnProcessor
+from .interfaces import Backbone
+
+MOTION, CORRESPONDENCE = "motion", "correspondence"
+LAYERS_KEY = "train.mam_layers"
+
+
+class MamOptions(Options):
+    """Which alignments run, on which layers, and how the augmented branch's loss is weighted."""
+
+    motion_align: bool = Field(True, description="align motion in temporal attention")
+    correspondence_align: bool = Field(True, description="align correspondences in cross-frame attention")
+    donor_grad: bool = Field(True, description="gradients flow through the original clip's donated features")
+    lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
+    lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
+    layers: str | list[str] | None = Field(
+        None, description="regex, or list of regexes, searched in attention-processor names; only matching "
+                          "layers are aligned (None = every layer the backbone lists)")
+
+    @field_validator("layers")
+    @classmethod
+    def _compiles(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for pattern in [value] if isinstance(value, str) else value or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+        return value
+
+    @property
+    def aligns(self) -> bool:
+        return self.motion_align or self.correspondence_align
+
+    @property
+    def augmented_weight(self) -> float:
+        """Weight of L(x~): lambda_m + lambda_c over the alignments that are on; 1 when none is (#2)."""
+        if not self.aligns:
+            return 1.0
+        return self.lambda_motion * self.motion_align + self.lambda_corr * self.correspondence_align
+
+    def selects(self, name: str) -> bool:
+        patterns = [self.layers] if isinstance(self.layers, str) else self.layers
+        return patterns is None or any(re.search(p, name) for p in patterns)
+
+
+def mam_options(train: Any, layers: str | list[str] | None = None) -> MamOptions | None:
+    """The MAM settings of a ``[train]`` section; None for plain fine-tuning (no augmented branch).
+
+    Raises :class:`ConfigError` naming the keys for combinations no ablation row allows.
+    """
+    on = [f"train.{k}" for k in ("motion_align", "correspondence_align") if getattr(train, k)]
+    if not train.strong_augment:
+        if on:
+            raise ConfigError(f"{' and '.join(on)} = true need train.strong_augment = true (MAM aligns the "
+                              f"augmented copy of each clip)",
+                              hint="set train.strong_augment = true, or set train.motion_align = false and "
+                                   "train.correspondence_align = false for plain fine-tuning (ablation #1)")
+        return None
+    options = MamOptions(motion_align=train.motion_align, correspondence_align=train.correspondence_align,
+                         donor_grad=train.donor_grad, lambda_motion=train.lambda_motion,
+                         lambda_corr=train.lambda_corr, layers=layers)
+    if options.aligns and options.augmented_weight == 0:
+        lambdas = [k for k, flag in (("train.lambda_motion", options.motion_align),
+                                     ("train.lambda_corr", options.correspondence_align)) if flag]
+        raise ConfigError(f"{' and '.join(lambdas)} = 0: the aligned branch ({', '.join(on)}) would get no weight",
+                          hint="raise the lambda, or turn the alignment off")
+    return options
+
+
+def ablation_row(train: Any) -> str:
+    """The METHOD.md ablation row ``#1``..``#6`` a ``[train]`` section trains, or ``custom``."""
+    switches = (train.strong_augment, train.motion_align, train.correspondence_align, train.detail_decoder)
+    rows = {(False, False, False, False): "#1", (True, False, False, False): "#2", (True, True, False, False): "#3",
+            (True, False, True, False): "#4", (True, True, True, False): "#5", (True, True, True, True): "#6"}
+    return rows.get(switches, "custom")
+
+
+def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.shape[0] % 2:
+        raise ValueError(f"MAM expects a paired batch [x; x~] in dimension 0, got {x.shape[0]} rows")
+    return x.chunk(2)
+
+
+def align_motion(hidden_states: torch.Tensor, donor_grad: bool = True) -> torch.Tensor:
+    """``(2N, F, C)`` -> same: the second half becomes its own static part plus the first half's motion."""
+    h, h_aug = _halves(hidden_states)  # each (N, F, C)
+    motion = h - h.mean(dim=1, keepdim=True)  # m_f = h_f - s
+    if not donor_grad:
+        motion = motion.detach()
+    return torch.cat([h, h_aug.mean(dim=1, keepdim=True) + motion])  # (2N, F, C): [h; s~ + m]
+
+
+class MotionAlignProcessor:
+    """Wraps a temporal-attention processor ``stock``; inside :func:`aligned` it aligns the input first."""
+
+    def __init__(self, stock: Any, donor_grad: bool = True) -> None:
+        self.stock = stock
+        self.donor_grad = donor_grad
+        self.active = False
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        if self.active:
+            hidden_states = align_motion(hidden_states, self.donor_grad)  # (2*B*H*W, F, C)
+        return self.stock(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                          attention_mask=attention_mask, **kwargs)
+
+
+class CorrespondenceAlignProcessor(CrossFrameAttnProcessor):
+    """Cross-frame attention whose augmented half, inside :func:`aligned`, reuses the original's probabilities."""
+
+    def __init__(self, stock: CrossFrameAttnProcessor, donor_grad: bool = True) -> None:
+        super().__init__(stock.num_frames)
+        self.stock = stock
+        self.donor_grad = donor_grad
+        self.active = False
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``[x; x~]`` rows -> ``[softmax(Q_x K_x^T/sqrt d) V_x; softmax(Q_x K_x^T/sqrt d) V~]``."""
+        if not self.active:
+            return super().attend(query, key, value)
+        (q, _), (k, _), (v, v_aug) = _halves(query), _halves(key), _halves(value)  # (B*F, heads, N|2N, d)
+        if self.donor_grad:  # one softmax serves both halves: values side by side
+            out = F.scaled_dot_product_attention(q, k, torch.cat([v, v_aug], dim=-1))  # (B*F, heads, N, 2d)
+            return torch.cat(out.chunk(2, dim=-1))  # (2*B*F, heads, N, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B*F, heads, N, d)
+        out_aug = F.scaled_dot_product_attention(q.detach(), k.detach(), v_aug)  # (B*F, heads, N, d)
+        return torch.cat([out, out_aug])
+
+
+MAM_PROCESSORS = (MotionAlignProcessor, CorrespondenceAlignProcessor)
+
+
+def _stock(processor: Any) -> Any:
+    return processor.stock if isinstance(processor, MAM_PROCESSORS) else processor
+
+
+def mam_layers(backbone: Backbone, options: MamOptions) -> dict[str, str]:
+    """Processor name -> ``motion`` / ``correspondence`` for the layers MAM replaces on ``backbone``."""
+    kinds = [(MOTION, "temporal", "train.motion_align", backbone.temporal_attention, options.motion_align),
+             (CORRESPONDENCE, "cross-frame", "train.correspondence_align", backbone.spatial_attention,
+              options.correspondence_align)]
+    chosen: dict[str, str] = {}
+    for kind, label, key, names, on in kinds:
+        if not on:
+            continue
+        picked = [n for n in names if options.selects(n)]
+        if not picked:
+            where = (f"none of its {len(names)} {label}-attention layers matches {LAYERS_KEY} = {options.layers!r}"
+                     if names else f"it lists no {label}-attention layers")
+            example = f"; e.g. {names[0]!r}" if names else ""
+            raise ConfigError(f"{key} = true but backbone '{backbone.name}' has nothing to align: {where}",
+                              hint=f"fix {LAYERS_KEY}{example}, or set {key} = false")
+        chosen |= dict.fromkeys(picked, kind)
+    return chosen
+
+
+def install_mam(backbone: Backbone, options: MamOptions) -> dict[str, str]:
+    """Replace the selected processors of ``backbone.unet`` with (inert) MAM ones; returns :func:`mam_layers`.
+
+    Call it on the bare U-Net (before ``accelerate`` wraps it). Installing again replaces the
+    previous MAM processors.
+    """
+    chosen = mam_layers(backbone, options)
+    current = {n: _stock(p) for n, p in backbone.unet.attn_processors.items()}
+    for name, kind in chosen.items():
+        if kind == CORRESPONDENCE and not isinstance(current[name], CrossFrameAttnProcessor):
+            raise ConfigError(f"train.correspondence_align: layer '{name}' of backbone '{backbone.name}' runs "
+                              f"{type(current[name]).__name__}, not cross-frame attention",
+                              hint=f"set train.correspondence_align = false or narrow {LAYERS_KEY}")
+    wrap = {MOTION: MotionAlignProcessor, CORRESPONDENCE: CorrespondenceAlignProcessor}
+    backbone.unet.set_attn_processor({n: wrap[chosen[n]](p, options.donor_grad) if n in chosen else p
+                                      for n, p in current.items()})
+    return chosen
+
+
+def uninstall_mam(unet: torch.nn.Module) -> int:
+    """Put the stock processors back; returns how many MAM processors were removed."""
+    processors = unet.attn_processors
+    removed = sum(isinstance(p, MAM_PROCESSORS) for p in processors.values())
+    if removed:
+        unet.set_attn_processor({n: _stock(p) for n, p in processors.items()})
+    return removed
+
+
+@contextmanager
+def aligned(unet: torch.nn.Module) -> Iterator[list[Any]]:
+    """Activate every installed MAM processor for forwards of a paired batch ``[x; x~]``; no-op without them."""
+    active = [m.processor for m in unet.modules() if isinstance(getattr(m, "processor", None), MAM_PROCESSORS)]
+    for processor in active:
+        processor.active = True
+    try:
+        yield active
+    finally:
+        for processor in active:
+            processor.active = False

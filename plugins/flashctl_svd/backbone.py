@@ -1,0 +1,172 @@
+"""The SVD backbone: UNetSpatioTemporalConditionModel with cross-frame spatial attention, temporal VAE, CLIP image.
+
+Conditioning, as the protocol's ``encode_prompt`` / ``denoise`` split allows it:
+
+* The reference is frame 0 of every latent video (flashctl keeps it clean there, LAMP-style), so
+  :meth:`SVDBackbone.denoise` takes it from ``latents[:, 0]``. Like SVD's pipeline it concatenates
+  the unscaled reference latent to every frame's latent (8 input channels) and cross-attends to the
+  CLIP image embedding of the reference. ``denoise`` never sees pixels, so that embedding is taken
+  from the VAE decoding of frame 0 (resized to the encoder's 224 px, CLIP-normalised), cached while
+  frame 0 stays the same (every step of one sampling run).
+* The concatenated latent is the clean one; ``noise_aug_strength`` only reaches SVD's
+  ``added_time_ids`` (SVD's pipeline also noises the image before encoding it).
+* :meth:`SVDBackbone.encode_prompt` cannot see the reference and SVD has no text input, so it
+  returns a ``(B, 1, 1)`` conditioning weight instead of an embedding: 1 for any prompt, 0 for
+  the empty prompt. 0 zeroes the image embedding and the concatenated latent, which is SVD's
+  unconditional branch; so guidance with the default empty negative prompt is SVD's guidance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from flashctl.model.cross_frame import CrossFrameAttnProcessor
+
+from . import SVDOptions
+from .components import Components, svd_components, tiny_components
+from .schedule import TRAIN_STEPS, noise_condition, scheduler_config
+
+SPATIAL_SELF_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor")
+TEMPORAL_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.temporal_transformer_blocks\.\d+\.attn1\.processor")
+LORA_TARGETS = [
+    r".*temporal_transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)",
+    r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_q",
+]
+# transformers bookkeeping that save/load or an upgrade changes, not the architecture
+VOLATILE_KEYS = {"architectures", "dtype", "transformers_version"}
+
+
+def _public(config: Any) -> dict[str, Any]:
+    items = config.to_dict().items() if hasattr(config, "to_dict") else dict(config).items()
+    return {k: v for k, v in items if not k.startswith("_") and k not in VOLATILE_KEYS}
+
+
+class SVDBackbone:
+    name = "svd"
+    lora_targets = LORA_TARGETS
+
+    def __init__(self, components: Components, options: SVDOptions, device: str, dtype: torch.dtype) -> None:
+        self.options = options
+        self.base_id = components.base_id
+        self.unet, self.vae, self.image_encoder = components.unet, components.vae, components.image_encoder
+        for module in (self.unet, self.vae, self.image_encoder):
+            module.requires_grad_(False).eval().to(device)
+            if dtype != torch.float32:
+                module.to(dtype=dtype)
+        extractor = components.feature_extractor
+        self._clip_mean = torch.tensor(extractor.image_mean).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+        self._clip_std = torch.tensor(extractor.image_std).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+        self.feature_extractor = extractor
+        self.spatial_attention = [n for n in self.unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
+        self.temporal_attention = [n for n in self.unet.attn_processors if TEMPORAL_ATTN.fullmatch(n)]
+        self.unet.set_attn_processor({n: CrossFrameAttnProcessor() if n in self.spatial_attention else p
+                                      for n, p in self.unet.attn_processors.items()})
+        self.scheduler_config = scheduler_config(options.sigma_min, options.sigma_max)
+        self._embedding_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def _set_frames(self, frames: int) -> None:
+        """Tell every cross-frame processor (including subclasses installed later) the frame count."""
+        for proc in self.unet.attn_processors.values():
+            if isinstance(proc, CrossFrameAttnProcessor):
+                proc.num_frames = frames
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """(B,) prompts -> (B, 1, 1) conditioning weights: 0 for the empty prompt (unconditional), else 1."""
+        weights = [[[float(bool(p.strip()))]] for p in prompts]
+        return torch.tensor(weights, device=self.device, dtype=self.dtype)  # (B, 1, 1)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        b = video.shape[0]
+        frames = rearrange(video, "b f c h w -> (b f) c h w").to(self.device, self.vae.dtype)
+        latents = self.vae.encode(frames).latent_dist.mode() * self.vae.config.scaling_factor  # (B*F, c, h, w)
+        return rearrange(latents, "(b f) c h w -> b f c h w", b=b)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The temporal decoder decodes each video's frames together (it mixes neighbouring frames)."""
+        b, frames = latents.shape[:2]
+        z = rearrange(latents, "b f c h w -> (b f) c h w").to(self.vae.dtype) / self.vae.config.scaling_factor
+        video = self.vae.decode(z, num_frames=frames).sample.clamp(-1, 1)  # (B*F, 3, H, W)
+        return rearrange(video, "(b f) c h w -> b f c h w", b=b)
+
+    @torch.no_grad()
+    def image_embedding(self, reference: torch.Tensor) -> torch.Tensor:
+        """(B, c, h, w) scaled reference latents -> (B, 1, dim) CLIP image embeddings of their decoding."""
+        cached = self._embedding_cache
+        if cached is not None and cached[0].shape == reference.shape and torch.equal(cached[0], reference):
+            return cached[1]
+        image = self.decode_latents(reference[:, None])[:, 0].float()  # (B, 3, H, W) in [-1, 1]
+        side = self.image_encoder.config.image_size
+        image = F.interpolate(image, size=(side, side), mode="bicubic", align_corners=False, antialias=True)
+        mean, std = self._clip_mean.to(image.device), self._clip_std.to(image.device)
+        pixels = ((image + 1) / 2 - mean) / std  # (B, 3, 224, 224)
+        embedding = self.image_encoder(pixels.to(self.image_encoder.dtype)).image_embeds[:, None]  # (B, 1, dim)
+        self._embedding_cache = (reference.clone(), embedding)
+        return embedding
+
+    def added_time_ids(self, batch: int) -> torch.Tensor:
+        """(B, 3): fps - 1, motion bucket, noise augmentation, as SVD's pipeline passes them."""
+        o = self.options
+        ids = torch.tensor([o.fps - 1, o.motion_bucket_id, o.noise_aug_strength], device=self.device, dtype=self.dtype)
+        return ids.expand(batch, -1)
+
+    def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
+        """v for ``(B, F, c, h, w)`` latents whose frame 0 is the clean reference; ``prompt_emb`` is ``(B, 1, 1)``."""
+        b, frames = latents.shape[:2]
+        self._set_frames(frames)
+        weight = prompt_emb.reshape(b, 1, 1).to(latents.dtype)  # (B, 1, 1): 1 conditioned, 0 unconditional
+        reference = latents[:, 0]  # (B, c, h, w)
+        embedding = self.image_embedding(reference).to(latents.dtype) * weight  # (B, 1, dim)
+        condition = reference[:, None] / self.vae.config.scaling_factor * weight[..., None, None]  # (B, 1, c, h, w)
+        sample = torch.cat([latents, condition.expand_as(latents)], dim=2)  # (B, F, 2c, h, w)
+        o = self.options
+        t = noise_condition(timestep.reshape(-1).expand(b), o.sigma_min, o.sigma_max, TRAIN_STEPS)  # (B,)
+        return self.unet(sample, t.to(self.device), encoder_hidden_states=embedding,
+                         added_time_ids=self.added_time_ids(b)).sample  # (B, F, c, h, w)
+
+    def geometry(self) -> dict[str, Any]:
+        configs = {"unet": _public(self.unet.config), "vae": _public(self.vae.config),
+                   "image_encoder": _public(self.image_encoder.config)}
+        digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
+        return {
+            "backbone": self.name,
+            "preset": self.options.preset,
+            "base": self.base_id,
+            "base_config_sha256": digest,
+            "latent_channels": int(self.vae.config.latent_channels),
+            "downsample": 2 ** (len(self.vae.config.block_out_channels) - 1),
+        }
+
+    def save_pretrained(self, path: Path) -> Path:
+        """Write the base in the svd layout (unet/ vae/ image_encoder/ feature_extractor/).
+
+        Call it before motion LoRA is added: the dump is the frozen base only.
+        """
+        path = Path(path)
+        self.unet.save_pretrained(path / "unet")
+        self.vae.save_pretrained(path / "vae")
+        self.image_encoder.save_pretrained(path / "image_encoder")
+        self.feature_extractor.save_pretrained(path / "feature_extractor")
+        return path
+
+
+def build_backbone(options: SVDOptions, ctx: Any) -> SVDBackbone:
+    components = tiny_components(options) if options.preset == "tiny" else svd_components(options, ctx)
+    return SVDBackbone(components, options, ctx.device, ctx.torch_dtype())

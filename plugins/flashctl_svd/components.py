@@ -1,0 +1,83 @@
+"""The diffusers/transformers modules an SVD backbone is made of: tiny random or a real SVD folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+from diffusers.loaders.peft import PeftAdapterMixin
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from flashctl.errors import WeightsNotFoundError
+
+from . import SVD_BASE, SVDOptions
+
+SUBFOLDERS = ("unet", "vae", "image_encoder", "feature_extractor")
+TIME_IDS = 3  # fps, motion bucket, noise augmentation
+HEAD_DIM = 16  # tiny: attention head width
+
+
+class UNetSpatioTemporalConditionModel(diffusers.UNetSpatioTemporalConditionModel, PeftAdapterMixin):
+    """diffusers' SVD U-Net plus the PEFT adapter methods (``add_adapter``) diffusers 0.42 leaves off it.
+
+    Motion LoRA (:mod:`flashctl.model.lora`) calls ``unet.add_adapter``. The class keeps diffusers' name
+    because ``save_pretrained`` writes it into ``unet/config.json`` as ``_class_name``: saved folders stay
+    loadable by diffusers itself.
+    """
+
+
+@dataclass
+class Components:
+    unet: UNetSpatioTemporalConditionModel
+    vae: AutoencoderKLTemporalDecoder
+    image_encoder: CLIPVisionModelWithProjection
+    feature_extractor: CLIPImageProcessorPil  # only its normalisation (mean, std) is used
+    base_id: str
+
+
+def tiny_components(options: SVDOptions) -> Components:
+    """Random-weight components, identical for the same options (``init_seed``) in any process."""
+    n, dim = len(options.channels), options.embed_dim
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.init_seed)
+        unet = UNetSpatioTemporalConditionModel(
+            block_out_channels=options.channels, layers_per_block=1, in_channels=8, out_channels=4,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (n - 1) + ("DownBlockSpatioTemporal",),
+            up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (n - 1),
+            cross_attention_dim=dim, num_attention_heads=tuple(c // HEAD_DIM for c in options.channels),
+            addition_time_embed_dim=dim, projection_class_embeddings_input_dim=TIME_IDS * dim)
+        m = len(options.vae_channels)
+        vae = AutoencoderKLTemporalDecoder(block_out_channels=options.vae_channels, in_channels=3, out_channels=3,
+                                           down_block_types=("DownEncoderBlock2D",) * m, latent_channels=4)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=dim, projection_dim=dim, intermediate_size=2 * dim, num_hidden_layers=2,
+            num_attention_heads=4, image_size=224, patch_size=32))  # 49 patches: cheap at SVD's input size
+    return Components(unet, vae, image_encoder, CLIPImageProcessorPil(),
+                      base_id=f"tiny(init_seed={options.init_seed})")
+
+
+def svd_components(options: SVDOptions, ctx: Any) -> Components:
+    """An SVD base folder (unet/ vae/ image_encoder/ feature_extractor/), resolved through ``ctx``."""
+    ref = options.base or SVD_BASE
+    root = ctx.resolve_weights(ref)
+    if root is None:
+        hint = (f"put a diffusers folder with {', '.join(SUBFOLDERS)}/ at {Path(ref).expanduser()} or download "
+                f"'{ref}' into the Hugging Face cache and set options.backbone.svd.base")
+        if ctx.offline:
+            hint += "; or set runtime.offline = false to download it"
+        raise WeightsNotFoundError(f"svd: base weights '{ref}' not found locally", hint=hint)
+    missing = [s for s in SUBFOLDERS if not (root / s).is_dir()]
+    if missing:
+        raise WeightsNotFoundError(f"svd: base folder {root} lacks {', '.join(s + '/' for s in missing)}",
+                                   hint=f"the folder needs the diffusers layout: {', '.join(SUBFOLDERS)}")
+    return Components(
+        unet=UNetSpatioTemporalConditionModel.from_pretrained(root, subfolder="unet"),
+        vae=AutoencoderKLTemporalDecoder.from_pretrained(root, subfolder="vae"),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(root, subfolder="image_encoder"),
+        feature_extractor=CLIPImageProcessorPil.from_pretrained(root, subfolder="feature_extractor"),
+        base_id=ref,
+    )
