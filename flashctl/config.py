@@ -92,6 +92,11 @@ class RuntimeSection(Section):
     offline: bool = Field(True, description="never go online for weights")
     cache_dir: str = Field("~/.cache/flashctl", description="where downloaded weights live")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel: PyTorch SDPA or plain matmul")
+    vae_slicing: bool = Field(True, description="decode a few frames at a time (lower peak memory)")
+    vae_tiling: bool = Field(False, description="decode large frames in tiles (lower peak memory, slower)")
+    cpu_offload: bool = Field(False, description="keep models on the CPU, move each to the GPU only while it runs")
+    compile: bool = Field(False, description="torch.compile the denoiser (opt-in; slow first call)")
 
 
 class PluginsSection(Section):

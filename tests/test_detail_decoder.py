@@ -53,7 +53,7 @@ def backbone(host):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    vae.requires_grad_(False)
+    vae.requires_grad_(False).zero_grad(set_to_none=True)
     return bb
 
 

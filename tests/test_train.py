@@ -1,4 +1,4 @@
-"""Training: the LAMP-style loss, LoRA-only gradients, and the train pipeline's saved motion."""
+"""Training: the LAMP-style loss, LoRA-only gradients, the ablation switches and the train pipeline's saved motion."""
 
 import json
 
@@ -10,13 +10,28 @@ from flashctl.context import BuildContext
 from flashctl.errors import ConfigError, TrainingDivergedError
 from flashctl.model import flash
 from flashctl.model.lora import add_motion_lora
+from flashctl.model.motion_alignment import CorrespondenceAlignProcessor, MotionAlignProcessor
 from flashctl.pipeline.train import train
 from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
+from flashctl.video import frames_to_tensor
 from motion_kit import make_action, tiny_config
 
 from flashctl_animatediff.backbone import build_backbone
 from flashctl_animatediff import AnimateDiffOptions
+
+
+PLAIN = {"motion_align": False, "correspondence_align": False}  # plain fine-tuning needs both aligns off
+SMALL = {"backbone": {"animatediff": {"channels": [16, 32], "vae_channels": [8, 8, 8]}}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two threads on a shared 2-core machine spin-wait; one is an order of magnitude faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +107,15 @@ def test_train_pipeline_saves_a_complete_motion(tmp_path, host):
     assert prov["losses"] == losses and prov["seed"] == 0
     assert prov["config"]["train"]["augmentations"] == ["invert", "grayscale"]
     assert [a["name"] for a in prov["components"]["augmentations"]] == ["invert", "grayscale"]
+    assert prov["mam"]["ablation"] == "#6" and prov["mam"]["augmented_weight"] == 2.0  # the [train] defaults
+    assert set(prov["mam"]["layers"].values()) == {"motion", "correspondence"}
     assert set(prov["files"]) == {"weights/config.json", "weights/lora.safetensors", "preview.gif"}
     assert library.verify("slide") == []  # every hash in provenance matches the files on disk
     assert (library.path("slide") / "preview.gif").stat().st_size > 0
 
 
 def test_divergence_keeps_the_saved_motion(tmp_path, host, monkeypatch):
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, train=PLAIN)
     library = make_action(config)
     train(config, library, "slide", host, steps=1)
     before = {p.name: p.read_bytes() for p in library.weights_dir("slide").iterdir()}
@@ -117,7 +134,7 @@ def test_motion_changing_augmentation_is_refused(tmp_path, host):
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, host, monkeypatch):
-    config = tiny_config(tmp_path, train={"checkpoint_every": 1})
+    config = tiny_config(tmp_path, train={"checkpoint_every": 1, **PLAIN})
     library = make_action(config)
     real, calls = flash.training_loss, []
 
@@ -137,3 +154,59 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, host, monkeypatch):
     assert prov["resumed_from_step"] == 1 and len(prov["losses"]) == 3 and result.steps == 3
     assert any("resuming 'slide' from step 1" in n for n in reporter.notes())
     assert not (library.cache_dir("slide") / "checkpoint" / "state.json").exists()  # cleared after the save
+
+
+ROWS = {  # METHOD.md's ablation table: strong augment, motion align, correspondence align, DED
+    "#1": {"strong_augment": False, **PLAIN, "detail_decoder": False},
+    "#2": {"strong_augment": True, **PLAIN, "detail_decoder": False},
+    "#3": {"strong_augment": True, "motion_align": True, "correspondence_align": False, "detail_decoder": False},
+    "#4": {"strong_augment": True, "motion_align": False, "correspondence_align": True, "detail_decoder": False},
+    "#5": {"strong_augment": True, "motion_align": True, "correspondence_align": True, "detail_decoder": False},
+    "#6": {"strong_augment": True, "motion_align": True, "correspondence_align": True, "detail_decoder": True},
+}
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_every_ablation_row_trains_from_config_alone(tmp_path, host, monkeypatch, row):
+    switches = ROWS[row]
+    config = tiny_config(tmp_path, train={**switches, "augmentations": ["invert"], "lambda_motion": 0.5,
+                                          "lambda_corr": 2.0, "batch_size": 2}, options=SMALL)
+    library = make_action(config)
+    real, calls = flash.training_loss, []
+
+    def recording(backbone, x, emb, generator, augmented=None, augmented_weight=1.0):
+        kinds = {type(p) for p in backbone.unet.attn_processors.values()}
+        calls.append((backbone, x, augmented, augmented_weight, kinds))
+        return real(backbone, x, emb, generator, augmented=augmented, augmented_weight=augmented_weight)
+
+    monkeypatch.setattr(flash, "training_loss", recording)
+    train(config, library, "slide", host, steps=1)
+    (backbone, x, augmented, weight, kinds), = calls
+    assert (MotionAlignProcessor in kinds) == switches["motion_align"]
+    assert (CorrespondenceAlignProcessor in kinds) == switches["correspondence_align"]
+    assert weight == {"#1": 0.0, "#2": 1.0, "#3": 0.5, "#4": 2.0, "#5": 2.5, "#6": 2.5}[row]
+    prov = library.provenance("slide")
+    assert prov["mam"]["ablation"] == row and prov["train"]["detail_decoder"] == switches["detail_decoder"]
+    assert sorted(set(prov["mam"]["layers"].values())) == [k for k in ("correspondence", "motion")
+                                                           if switches[f"{k}_align"]]
+    # MAM is training-only: the backbone that sampled the preview runs the stock processors again
+    assert not any(isinstance(p, (MotionAlignProcessor, CorrespondenceAlignProcessor))
+                   for p in backbone.unet.attn_processors.values())
+    if not switches["strong_augment"]:
+        assert augmented is None and x.shape[0] == 2
+        return
+    # x~ pairs up with x: each row is the same clip, inverted (the one augmentation allowed here), re-encoded
+    clips = torch.stack([frames_to_tensor(c) for c in library.load_frames("slide")[0]])  # (N, F, 3, S, S)
+    plain, inverted = backbone.encode_video(clips), backbone.encode_video(-clips)  # (N, F, c, h, w)
+    for b in range(x.shape[0]):
+        i = next(i for i in range(len(clips)) if torch.allclose(x[b], plain[i], atol=1e-5))
+        torch.testing.assert_close(augmented[b], inverted[i], atol=1e-5, rtol=1e-5)
+
+
+def test_align_switch_without_strong_augment_is_refused(tmp_path, host):
+    config = tiny_config(tmp_path, train={"strong_augment": False, "motion_align": True,
+                                          "correspondence_align": False})
+    library = make_action(config)
+    with pytest.raises(ConfigError, match=r"train.motion_align = true needs train.strong_augment = true"):
+        train(config, library, "slide", host, steps=1)
+    assert not library.is_trained("slide")

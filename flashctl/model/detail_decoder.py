@@ -72,18 +72,25 @@ class ReferenceCrossAttention(nn.Module):
 
 
 class ReferenceConcatConv(nn.Module):
-    """Residual zero-initialised 1x1 conv over the concatenation [decoder features, reference features]."""
+    """Residual zero-initialised 1x1 conv over the concatenation [decoder features, reference features].
+
+    Both inputs are normalised first (per map, over channels and pixels): decoder and encoder features
+    differ in scale by an order of magnitude, which a zero-initialised layer would otherwise spend most
+    of its fitting steps catching up with.
+    """
 
     def __init__(self, channels: int, ref_channels: int) -> None:
         super().__init__()
+        self.norm = nn.GroupNorm(1, channels)
+        self.norm_ref = nn.GroupNorm(1, ref_channels)
         self.proj = nn.Conv2d(channels + ref_channels, channels, kernel_size=1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``x`` (B*F, c, h, w) decoder features, ``ref`` (B, c_ref, h, w) -> (B*F, c, h, w)."""
-        ref = ref.repeat_interleave(x.shape[0] // ref.shape[0], dim=0)  # (B*F, c_ref, h, w)
-        return x + self.proj(torch.cat([x, ref], dim=1))  # (B*F, c, h, w)
+        ref = self.norm_ref(ref).repeat_interleave(x.shape[0] // ref.shape[0], dim=0)  # (B*F, c_ref, h, w)
+        return x + self.proj(torch.cat([self.norm(x), ref], dim=1))  # (B*F, c, h, w)
 
 
 def _resized(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -25,8 +25,10 @@ def lora_config(backbone: Backbone, rank: int, alpha: float) -> Any:
 
 def add_motion_lora(backbone: Backbone, rank: int, alpha: float) -> list[torch.nn.Parameter]:
     """Wrap the target layers with a fresh LoRA (B = 0, so the output is unchanged); return its parameters."""
-    unet = backbone.unet
-    unet.add_adapter(lora_config(backbone, rank, alpha), adapter_name=ADAPTER)
+    from peft import inject_adapter_in_model
+
+    unet = backbone.unet  # peft directly: not every diffusers U-Net has add_adapter (SVD's has none)
+    inject_adapter_in_model(lora_config(backbone, rank, alpha), unet, adapter_name=ADAPTER)
     unet.requires_grad_(False)
     params = [p for n, p in unet.named_parameters() if ".lora_" in n]
     for p in params:

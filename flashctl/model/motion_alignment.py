@@ -85,8 +85,11 @@ class MamOptions(Options):
             return 1.0
         return self.lambda_motion * self.motion_align + self.lambda_corr * self.correspondence_align
 
+    def patterns(self) -> list[str] | None:
+        return [self.layers] if isinstance(self.layers, str) else self.layers
+
     def selects(self, name: str) -> bool:
-        patterns = [self.layers] if isinstance(self.layers, str) else self.layers
+        patterns = self.patterns()
         return patterns is None or any(re.search(p, name) for p in patterns)
 
 
@@ -98,8 +101,9 @@ def mam_options(train: Any, layers: str | list[str] | None = None) -> MamOptions
     on = [f"train.{k}" for k in ("motion_align", "correspondence_align") if getattr(train, k)]
     if not train.strong_augment:
         if on:
-            raise ConfigError(f"{' and '.join(on)} = true need train.strong_augment = true (MAM aligns the "
-                              f"augmented copy of each clip)",
+            verb = "need" if len(on) > 1 else "needs"
+            raise ConfigError(f"{' and '.join(on)} = true {verb} train.strong_augment = true "
+                              f"(MAM aligns the augmented copy of each clip)",
                               hint="set train.strong_augment = true, or set train.motion_align = false and "
                                    "train.correspondence_align = false for plain fine-tuning (ablation #1)")
         return None
@@ -193,7 +197,8 @@ def mam_layers(backbone: Backbone, options: MamOptions) -> dict[str, str]:
             continue
         picked = [n for n in names if options.selects(n)]
         if not picked:
-            where = (f"none of its {len(names)} {label}-attention layers matches {LAYERS_KEY} = {options.layers!r}"
+            shown = ", ".join(f"'{p}'" for p in options.patterns() or [])
+            where = (f"none of its {len(names)} {label}-attention layers matches {LAYERS_KEY} = {shown}"
                      if names else f"it lists no {label}-attention layers")
             example = f"; e.g. {names[0]!r}" if names else ""
             raise ConfigError(f"{key} = true but backbone '{backbone.name}' has nothing to align: {where}",
