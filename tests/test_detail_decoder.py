@@ -101,10 +101,13 @@ def test_bad_block_options_name_the_key(host, backbone):
         _decoder(host, backbone, heads=5)
     with pytest.raises(ConfigError, match="both attention_blocks and conv_blocks"):
         _decoder(host, backbone, attention_blocks=[1], conv_blocks=[1])
+    with pytest.raises(ConfigError, match="nothing to add"):
+        _decoder(host, backbone, attention_blocks=[], conv_blocks=[])
 
 
 def test_gradients_reach_only_the_new_layers(host, backbone):
-    decoder = _decoder(host, backbone, attention_blocks=[0, 1], conv_blocks=[2])
+    # a conv first (block 0): its input needs no grad, the case that crashed torch's GroupNorm backward
+    decoder = _decoder(host, backbone, attention_blocks=[1], conv_blocks=[0, 2])
     vae_before = {k: v.clone() for k, v in backbone.vae.state_dict().items()}
     layers_before = {k: v.clone() for k, v in decoder.state_dict().items()}
     reporter = ListReporter()
@@ -124,7 +127,7 @@ def test_fitting_restores_held_out_detail(host, backbone):
     each clip's own reference (it copies that clip's texture, not an average look)."""
     train, held_out = _textured_clips(8, seed=10), _textured_clips(4, seed=20)  # (N, F, 3, S, S)
     decoder = _decoder(host, backbone)
-    history = fit_detail_decoder(decoder, train, steps=120, lr=3e-3, batch_frames=8, seed=0)
+    history = fit_detail_decoder(decoder, train, steps=60, lr=2e-2, batch_frames=8, seed=0)
     latents = backbone.encode_video(held_out)[:, 1:]  # (4, F-1, c, h, w)
     targets, own, swapped = held_out[:, 1:], held_out[:, 0], held_out[:, 0].roll(1, dims=0)  # refs (4, 3, S, S)
     stock = (_stock(host, backbone).decode(latents, own) - targets).abs().mean().item()

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turn errors into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     state.reset(debug="--debug" in argv)
+    if not state.debug:  # library chatter (dtype notes, load bars) is noise on a CLI; --debug keeps it
+        for var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+            os.environ.setdefault(var, "error")
     app = build_app()
     _plugin_commands(app, argv)
     command = typer.main.get_command(app)

@@ -6,29 +6,39 @@ Frame f's queries meet the keys/values of ``[frame 0 tokens, frame f tokens]``; 
 the reference appearance into later frames. The attention weights are the cross-frame
 correspondences the Motion Alignment Module aligns: it subclasses this processor and overrides
 :meth:`CrossFrameAttnProcessor.attend`. With one frame the processor is the stock one.
+
+``kernel`` (``runtime.attention``) picks PyTorch's fused SDPA or the plain matmul-softmax-matmul
+("eager"), for both the cross-frame path and the stock fallback.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from einops import rearrange
+
+KERNELS = ("sdpa", "eager")
+STOCK_EAGER = AttnProcessor()  # diffusers' matmul-softmax processor; stateless
 
 
 class CrossFrameAttnProcessor(AttnProcessor2_0):
     """Mirrors :class:`AttnProcessor2_0`; ``num_frames`` is set by the backbone before each forward."""
 
-    def __init__(self, num_frames: int = 1) -> None:
+    def __init__(self, num_frames: int = 1, kernel: str = "sdpa") -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
         self.num_frames = num_frames
+        self.kernel = kernel
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args, **kwargs):
         stock = (self.num_frames == 1 or encoder_hidden_states is not None or attention_mask is not None
                  or hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None)
         if stock:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+            call = STOCK_EAGER if self.kernel == "eager" else super().__call__
+            return call(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         residual = hidden_states  # (B*F, N, C)
         query, key, value = self.project(attn, hidden_states)  # each (B*F, heads, N, d)
         key, value = self.frame_context(key), self.frame_context(value)  # (B*F, heads, 2N, d)
@@ -60,4 +70,12 @@ class CrossFrameAttnProcessor(AttnProcessor2_0):
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """softmax(Q K^T / sqrt(d)) V; the seam correspondence alignment overrides."""
+        if self.kernel == "eager":
+            return eager_attention(query, key, value)
         return F.scaled_dot_product_attention(query, key, value)  # (B*F, heads, N, d)
+
+
+def eager_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """SDPA without a fused kernel: (..., N, d), (..., M, d), (..., M, d) -> (..., N, d); softmax in float32."""
+    scores = query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5  # (..., N, M)
+    return scores.float().softmax(dim=-1).to(value.dtype) @ value

@@ -89,8 +89,11 @@ class ReferenceConcatConv(nn.Module):
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``x`` (B*F, c, h, w) decoder features, ``ref`` (B, c_ref, h, w) -> (B*F, c, h, w)."""
-        ref = self.norm_ref(ref).repeat_interleave(x.shape[0] // ref.shape[0], dim=0)  # (B*F, c_ref, h, w)
-        return x + self.proj(torch.cat([self.norm(x), ref], dim=1))  # (B*F, c, h, w)
+        # .contiguous(): the VAE hands out channels_last maps, and torch 2.13's CPU GroupNorm backward
+        # segfaults on a channels_last input that needs no grad while the norm's weight does
+        ref = self.norm_ref(ref.contiguous())  # (B, c_ref, h, w)
+        ref = ref.repeat_interleave(x.shape[0] // ref.shape[0], dim=0)  # (B*F, c_ref, h, w)
+        return x + self.proj(torch.cat([self.norm(x.contiguous()), ref], dim=1))  # (B*F, c, h, w)
 
 
 def _resized(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -269,7 +272,7 @@ class DetailEnhanceDecoder:
         return self.decode_with(latents, self.reference_features(reference)).clamp(-1, 1)
 
     def fit(self, clips: torch.Tensor, *, seed: int = 0, reporter: Reporter = NullReporter()) -> list[float]:
-        """Fit the injections on ``clips`` with the options' steps, lr, noise and batch; see :func:`fit_detail_decoder`."""
+        """Fit the injections on ``clips`` with the options' settings; see :func:`fit_detail_decoder`."""
         return fit_detail_decoder(self, clips, seed=seed, reporter=reporter)
 
 

@@ -4,7 +4,8 @@ Frame 0 of every clip is the reference: its latent is never noised in training, 
 from the loss, and is re-imposed at every sampling step. With strong augmentation, training runs
 the paired batch ``[x; x~]`` through one denoiser call with the noise and timestep of ``x``
 repeated (:func:`paired_denoising_loss`); the Motion Alignment Module's processors, when
-installed (:mod:`flashctl.model.motion_alignment`), are active during that call only.
+installed (:mod:`flashctl.model.motion_alignment`), are active during that call (the train loop
+keeps them active through backward too, which gradient checkpointing re-runs forwards in).
 """
 
 from __future__ import annotations

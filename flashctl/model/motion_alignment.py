@@ -29,8 +29,9 @@ How METHOD.md's [choice] notes are read here:
   features (its motion part ``m``; its queries and keys). Off: those are detached for the
   augmented branch only.
 * Processors are inert (exactly the stock layer) unless a forward runs inside :func:`aligned`,
-  which the paired training loss enters; :func:`uninstall_mam` restores the stock processors,
-  and inference never installs them, so MAM costs nothing there.
+  which the paired training loss enters (and the train loop, around backward too, for gradient
+  checkpointing); :func:`uninstall_mam` restores the stock processors, and inference never
+  installs them, so MAM costs nothing there.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class MamOptions(Options):
         return patterns is None or any(re.search(p, name) for p in patterns)
 
 
-def mam_options(train: Any, layers: str | list[str] | None = None) -> MamOptions | None:
+def mam_options(train: Any) -> MamOptions | None:
     """The MAM settings of a ``[train]`` section; None for plain fine-tuning (no augmented branch).
 
     Raises :class:`ConfigError` naming the keys for combinations no ablation row allows.
@@ -109,7 +110,7 @@ def mam_options(train: Any, layers: str | list[str] | None = None) -> MamOptions
         return None
     options = MamOptions(motion_align=train.motion_align, correspondence_align=train.correspondence_align,
                          donor_grad=train.donor_grad, lambda_motion=train.lambda_motion,
-                         lambda_corr=train.lambda_corr, layers=layers)
+                         lambda_corr=train.lambda_corr)
     if options.aligns and options.augmented_weight == 0:
         lambdas = [k for k, flag in (("train.lambda_motion", options.motion_align),
                                      ("train.lambda_corr", options.correspondence_align)) if flag]
@@ -237,12 +238,17 @@ def uninstall_mam(unet: torch.nn.Module) -> int:
 
 @contextmanager
 def aligned(unet: torch.nn.Module) -> Iterator[list[Any]]:
-    """Activate every installed MAM processor for forwards of a paired batch ``[x; x~]``; no-op without them."""
-    active = [m.processor for m in unet.modules() if isinstance(getattr(m, "processor", None), MAM_PROCESSORS)]
-    for processor in active:
+    """Activate every installed MAM processor for forwards of a paired batch ``[x; x~]``; no-op without them.
+
+    Nests (the previous state is restored on exit). Gradient checkpointing re-runs forwards during
+    ``backward()``, so a training step keeps its backward inside this block too.
+    """
+    processors = [m.processor for m in unet.modules() if isinstance(getattr(m, "processor", None), MAM_PROCESSORS)]
+    previous = [p.active for p in processors]
+    for processor in processors:
         processor.active = True
     try:
-        yield active
+        yield processors
     finally:
-        for processor in active:
-            processor.active = False
+        for processor, state in zip(processors, previous):
+            processor.active = state

@@ -50,9 +50,7 @@ class Animator:
 
 
 def load_animator(config: Any, library: Any, action: str, host: Any, reporter: Reporter = NullReporter()) -> Animator:
-    """Build the configured backbone, check the motion fits it, load its LoRA and the decoder."""
-    import torch
-
+    """Build the configured backbone (``[runtime]`` applied), check the motion fits it, load its LoRA and decoder."""
     from ..model.lora import load_motion_lora
 
     library.require(action)
@@ -60,8 +58,6 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
         raise MotionNotTrainedError(f"motion '{action}' has no weights yet (no {library.weights_dir(action)}/config.json)",
                                     hint=f"train it first: flashctl train {action}")
     weights = library.weights_config(action)
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
     model = build_model(config, host, context_for(config, host, reporter))
     check_compatible(action, weights, model.backbone.geometry())
     lora_path = Path(library.weights_dir(action)) / weights["lora"].get("file", LORA_FILE)

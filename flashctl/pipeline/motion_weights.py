@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import __version__
 from ..context import BuildContext
-from ..errors import IncompatibleMotionError
-from ..library import sha256_file
+from ..errors import IncompatibleMotionError, WeightsNotFoundError
+from ..library import atomic_path, sha256_file
 from ..model.interfaces import Backbone, Decoder
 
 CONFIG_FILE = "config.json"
@@ -23,6 +23,7 @@ LORA_FILE = "lora.safetensors"
 FORMAT = 1
 # what a motion's LoRA depends on; any difference means it cannot be loaded
 GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample")
+DIFFUSERS_PREFIX = "unet."  # where diffusers pipelines' load_lora_weights looks for U-Net LoRA keys
 
 
 @dataclass
@@ -33,11 +34,17 @@ class Model:
     decoder_options: dict[str, Any]
 
 
-def build_model(config: Any, host: Any, ctx: BuildContext) -> Model:
-    """The configured backbone and decoder, built and attached (decoder weights are the caller's)."""
+def build_model(config: Any, host: Any, ctx: BuildContext, *, training: bool = False) -> Model:
+    """The configured backbone with ``[runtime]`` applied, and the decoder, attached (its weights are the caller's).
+
+    ``training``: build for ``train`` (inference-only switches such as ``runtime.cpu_offload`` stay off).
+    """
+    from ..model.runtime import apply_runtime
+
     registry, m = host.registry, config.model
     raw_b, raw_d = config.component_options("backbone", m.backbone), config.component_options("decoder", m.decoder)
     backbone = registry.create("backbone", m.backbone, raw_b, ctx, where="model.backbone")
+    apply_runtime(backbone, config.runtime, training=training, reporter=ctx.reporter)
     decoder = registry.create("decoder", m.decoder, raw_d, ctx, where="model.decoder")
     decoder.attach(backbone)
     resolved = [registry.get(kind, name).validate_options(raw, f"options.{kind}.{name}").model_dump(mode="json")
@@ -91,6 +98,29 @@ def load_lora(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def export_lora_for_diffusers(weights_dir: Path, out_path: Path) -> Path:
+    """Write a motion's LoRA so that stock diffusers loads it: ``AnimateDiffPipeline.load_lora_weights(out_path)``.
+
+    Keys get the ``unet.`` prefix. diffusers infers ``lora_alpha = rank`` from such a file, so the
+    B matrices carry the motion's ``alpha / rank`` scale instead. The same base U-Net needs the same
+    attention processors (flashctl's cross-frame attention) to give flashctl's output.
+    """
+    weights_dir = Path(weights_dir)
+    config_path = weights_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise WeightsNotFoundError(f"{config_path} not found: {weights_dir} is not a trained motion's weights folder",
+                                   hint="pass motions/ACTION/weights of a trained motion (flashctl train ACTION)")
+    lora = json.loads(config_path.read_text())["lora"]
+    scale = float(lora["alpha"]) / int(lora["rank"])
+    state = load_lora(weights_dir / lora.get("file", LORA_FILE))
+    tensors = {DIFFUSERS_PREFIX + k: v * scale if ".lora_B." in k else v for k, v in state.items()}
+    with atomic_path(Path(out_path)) as tmp:
+        save_lora(tmp, tensors, {"format": "pt", "exported_by": f"flashctl {__version__}",
+                                 "rank": str(lora["rank"]), "alpha": str(lora["rank"]),
+                                 "lora_B_scaled_by": str(scale)})
+    return Path(out_path)
 
 
 def file_hashes(root: Path) -> dict[str, str]:

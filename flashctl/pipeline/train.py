@@ -102,7 +102,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
 
     from ..model import flash
     from ..model.lora import add_motion_lora, lora_state_dict
-    from ..model.motion_alignment import ablation_row, install_mam, mam_options, uninstall_mam
+    from ..model.motion_alignment import ablation_row, aligned, install_mam, mam_options, uninstall_mam
     from ..video import frames_to_tensor, write_gif
 
     started, t0 = _now(), time.perf_counter()
@@ -156,7 +156,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     for step in range(start, total):
         step_loss = 0.0
         for _ in range(settings.grad_accum):
-            with accelerator.accumulate(backbone.unet):
+            # backward inside aligned() too: gradient checkpointing re-runs the MAM forwards there
+            with accelerator.accumulate(backbone.unet), aligned(backbone.unet):
                 x, x_aug = batch()
                 loss = flash.training_loss(backbone, x, prompt_emb, generator, augmented=x_aug,
                                            augmented_weight=augmented_weight)

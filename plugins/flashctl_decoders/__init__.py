@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, NonNegativeInt, model_validator
 
 from flashctl import hookimpl
 from flashctl.registry import NoOptions, Options
 
 
 class DetailDecoderOptions(Options):
-    attention_blocks: tuple[int, ...] = Field(
+    attention_blocks: tuple[NonNegativeInt, ...] = Field(
         (0,), description="VAE decoder up blocks (0 = lowest resolution) followed by a residual cross-attention "
                           "to the reference features")
-    conv_blocks: tuple[int, ...] | None = Field(
+    conv_blocks: tuple[NonNegativeInt, ...] | None = Field(
         None, description="up blocks followed by a 1x1 conv over [decoder, reference] features; "
                           "unset = every up block without attention")
     heads: int = Field(4, ge=1, description="attention heads; must divide the up block's channels")
@@ -24,14 +24,16 @@ class DetailDecoderOptions(Options):
     batch_frames: int = Field(4, ge=1, description="(clip, frame) pairs per fitting step")
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "DetailDecoderOptions":
-        for key in ("attention_blocks", "conv_blocks"):
-            blocks = getattr(self, key) or ()
-            if any(b < 0 for b in blocks) or len(set(blocks)) != len(blocks):
-                raise ValueError(f"{key} must be distinct non-negative up-block indices, got {list(blocks)}")
-        both = sorted(set(self.attention_blocks) & set(self.conv_blocks or ()))
+    def _distinct_blocks(self) -> "DetailDecoderOptions":
+        conv = self.conv_blocks or ()
+        for key, blocks in (("attention_blocks", self.attention_blocks), ("conv_blocks", conv)):
+            if len(set(blocks)) != len(blocks):
+                raise ValueError(f"{key} lists an up block twice: {list(blocks)}")
+        both = sorted(set(self.attention_blocks) & set(conv))
         if both:
             raise ValueError(f"up block {both[0]} is in both attention_blocks and conv_blocks; pick one")
+        if not self.attention_blocks and self.conv_blocks == ():
+            raise ValueError("no attention_blocks and no conv_blocks: nothing to add; use model.decoder = 'vae'")
         return self
 
 
