@@ -217,3 +217,10 @@ def test_svd_preset_loads_a_saved_folder_with_identical_outputs(host, backbone, 
     t = torch.tensor([250])
     torch.testing.assert_close(loaded.image_embedding(latents[:, 0]), backbone.image_embedding(latents[:, 0]))
     torch.testing.assert_close(loaded.denoise(latents, t, weight), backbone.denoise(latents, t, weight))
+
+
+def test_detail_decoder_refuses_the_temporal_vae_with_a_clear_error(host, backbone):
+    decoder = host.registry.create("decoder", "detail-enhance", {}, BuildContext())
+    with pytest.raises(ConfigError) as info:
+        decoder.attach(backbone)
+    assert "AutoencoderKLTemporalDecoder" in info.value.message and 'model.decoder = "vae"' in info.value.hint

@@ -120,7 +120,13 @@ class DetailEnhanceDecoder:
 
     def attach(self, backbone: Backbone) -> None:
         """Bind to ``backbone``'s VAE and create the injections its block layout calls for."""
+        from diffusers import AutoencoderKL
+
         vae = backbone.vae
+        if not isinstance(vae, AutoencoderKL):  # e.g. SVD's temporal VAE decodes frames jointly
+            raise ConfigError(f"model.decoder: 'detail-enhance' needs an AutoencoderKL VAE; backbone "
+                              f"'{backbone.name}' has {type(vae).__name__}",
+                              hint="set model.decoder = \"vae\" for this backbone")
         n_up = len(vae.decoder.up_blocks)
         attention, conv = self._blocks(n_up)
         enc_shapes, up_shapes = self._probe(vae)
