@@ -148,3 +148,40 @@ def test_bad_input_fails_before_rendering(host, library):
         evaluate(config(), library, "golf", host, animator=oracle)
     assert oracle.calls == []
     assert not (library.path("wave") / "eval").exists()
+
+
+def test_held_out_clips_are_references_and_ground_truth(tmp_path):
+    """--clips: each clip's frame 0 is animated, the clip itself is the target for motion metrics."""
+    from media import make_clip
+
+    from flashctl.config import load_config
+    from flashctl.library import MotionLibrary
+    from flashctl.pipeline.evaluate import evaluate
+    from flashctl.plugins import build_host
+
+    (tmp_path / "flashctl.toml").write_text('[prepare]\nframes = 6\nsize = 16\n[eval]\nmetrics = ["motion-fidelity"]\n')
+    config = load_config()
+    library = MotionLibrary(config.library_path())
+    (library.root / "wave").mkdir(parents=True)
+    (library.root / "wave" / "motion.toml").write_text('name = "wave"\nprompt = "x"\n')
+    held = tmp_path / "held"
+    held.mkdir()
+    make_clip(held / "a.mp4", frames=12, size=(32, 32), fps=8)
+
+    class Oracle:  # returns the real continuation: perfect motion
+        def render(self, image, seed):
+            from flashctl.pipeline.prepare import normalise_clips
+            from flashctl.progress import NullReporter
+
+            return normalise_clips([held / "a.mp4"], config, [], NullReporter())[0]  # (F, S, S, 3)
+
+    class Frozen:
+        def render(self, image, seed):
+            import numpy as np
+
+            return np.repeat(image[None], 6, axis=0)
+
+    good = evaluate(config, library, "wave", build_host(), clips=[held], animator=Oracle(), out_dir=tmp_path / "g")
+    still = evaluate(config, library, "wave", build_host(), clips=[held], animator=Frozen(), out_dir=tmp_path / "s")
+    assert good.per_sample[0]["reference"].endswith("a.mp4")
+    assert good.summary["motion-fidelity/map_similarity"] > 0.99 > still.summary.get("motion-fidelity/map_similarity", 0)

@@ -28,6 +28,8 @@ def eval_(
                         "the arguments are metrics.json files.")] = False,
     images: Annotated[Optional[list[Path]], typer.Option("--images", help="Reference images or folders "
                       "(default: first frames of the action's own clips, scored against their continuations).")] = None,
+    clips: Annotated[Optional[list[Path]], typer.Option("--clips", help="Held-out clips or folders: each first "
+                     "frame is animated and scored against the clip's real continuation.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: <motion>/eval; "
                        f"with several actions each gets OUT/ACTION, the comparison goes to OUT or ./{COMPARISON_DIR}).")] = None,
     set_: SetOpt = None,
@@ -38,11 +40,11 @@ def eval_(
 
     actions = list(dict.fromkeys(actions))
     if compare_:
-        if images or set_:
-            raise typer.BadParameter("--images and --set do not apply to --compare (nothing is rendered)")
+        if images or clips or set_:
+            raise typer.BadParameter("--images, --clips and --set do not apply to --compare (nothing is rendered)")
         results, reports = [load_result(Path(a)) for a in actions], {}
     else:
-        results, reports = _evaluate(actions, images, out_dir, set_)
+        results, reports = _evaluate(actions, images, clips, out_dir, set_)
     comparison = None
     if compare_ or len(results) > 1:
         comparison = compare(results)
@@ -58,7 +60,7 @@ def eval_(
             err.print(f"wrote {path}", highlight=False)
 
 
-def _evaluate(actions: list[str], images: list[Path] | None, out_dir: Path | None,
+def _evaluate(actions: list[str], images: list[Path] | None, clips: list[Path] | None, out_dir: Path | None,
               set_: list[str] | None) -> tuple[list[EvalResult], dict[str, Path]]:
     """Evaluate and report every action in turn (all are checked to exist before the first renders).
 
@@ -76,7 +78,8 @@ def _evaluate(actions: list[str], images: list[Path] | None, out_dir: Path | Non
     results, reports = [], {}
     for action in actions:
         folder = out_dir if out_dir is None or len(actions) == 1 else out_dir / action
-        result = evaluate(config, library, action, host, images=references, reporter=reporter, out_dir=folder)
+        result = evaluate(config, library, action, host, images=references, clips=clips,
+                          reporter=reporter, out_dir=folder)
         written = {"metrics": result.path, **write_report(result, result.path.parent, reporter=reporter)}
         reports.update({kind if len(actions) == 1 else f"{action}/{kind}": path for kind, path in written.items()})
         results.append(result)

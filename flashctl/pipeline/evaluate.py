@@ -1,7 +1,8 @@
 """flashctl eval: animate reference images with a learned action and score the videos.
 
-Without ``images``, the references are the first frames of the action's prepared clips and each
-clip is the ground-truth continuation (``target``) for metrics that need one. Every metric in
+With ``clips`` (held-out videos, never trained on), each clip's first frame is the reference and the
+clip is the ground-truth continuation (``target``) for metrics that need one; without ``clips`` or
+``images``, the action's own prepared clips play that role (a training-set score). Every metric in
 ``config.eval.metrics`` scores every sample; ``metrics.json`` in the output folder records the
 per-sample scores and per-frame series (for plots), their means, each key's direction and the resolved
 config. It is replaced atomically, so a failed run leaves the previous one intact. The rendered videos
@@ -21,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import FlashConfig, config_to_dict
-from ..errors import ImageReadError
+from ..errors import ConfigError, ImageReadError
 from ..progress import NullReporter, Reporter
 
 METRICS_FILE = "metrics.json"
@@ -60,9 +61,15 @@ def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
     return metrics
 
 
-def _samples(config: FlashConfig, library: Any, action: str,
-             images: list[Path] | None) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+def _samples(config: FlashConfig, library: Any, action: str, images: list[Path] | None, clips: list[Path] | None,
+             reporter: Reporter) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """(label, reference (H, W, 3) uint8, target (F, H, W, 3) uint8 or None) per sample."""
+    if clips is not None:  # held-out clips: frame 0 is the reference, the clip the ground truth
+        from .prepare import expand_clips, normalise_clips
+
+        files = expand_clips(clips)
+        videos = normalise_clips(files, config, [], reporter)  # (N, F, S, S, 3) uint8
+        return [(str(f), clip[0], clip) for f, clip in zip(files, videos)]
     if images is None:
         clips, _meta = library.load_frames(action)  # (N, F, S, S, 3) uint8
         return [(f"clip {i}", clip[0], clip) for i, clip in enumerate(clips)]
@@ -128,14 +135,17 @@ def _json_safe(value: Any) -> Any:
 
 
 def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, images: list[Path] | None = None,
-             animator: Any = None, reporter: Reporter = NullReporter(), out_dir: Path | None = None) -> EvalResult:
+             clips: list[Path] | None = None, animator: Any = None, reporter: Reporter = NullReporter(), out_dir: Path | None = None) -> EvalResult:
     """Render every reference with ``action``, score it with ``config.eval.metrics``, write metrics.json."""
     from ..library import atomic_write
     from ..video import frames_to_tensor
 
     motion_dir = library.require(action)
     metrics = _metrics(config, host)
-    samples = _samples(config, library, action, images)
+    if images is not None and clips is not None:
+        raise ConfigError("eval: pass reference images or held-out clips, not both",
+                          hint="--clips scores motion against each clip's continuation; --images has no ground truth")
+    samples = _samples(config, library, action, images, clips, reporter)
     active = [m for m in metrics if not (m.requires_target and images is not None)]
     skipped = [m.name for m in metrics if m not in active]
     if skipped:
@@ -180,7 +190,7 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         "action": action,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "flashctl_version": __version__,
-        "references": "clips" if images is None else "images",
+        "references": "images" if images is not None else "held-out clips" if clips is not None else "clips",
         "samples": per_sample,
         "summary": summary,
         "higher_is_better": directions,

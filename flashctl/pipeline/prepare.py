@@ -73,7 +73,8 @@ def _warn(text: str, warnings: list[str], reporter: Reporter) -> None:
     reporter.note(text, level="warning")
 
 
-def _decode_all(files: list[Path], config: FlashConfig, warnings: list[str], reporter: Reporter) -> np.ndarray:
+def normalise_clips(files: list[Path], config: FlashConfig, warnings: list[str], reporter: Reporter) -> np.ndarray:
+    """Decode every clip to the config's geometry (fps, square size, frame count)."""
     reporter.start("prepare", total=len(files))
     clips = []
     for path in files:
@@ -141,7 +142,7 @@ def prepare(config: FlashConfig, library: MotionLibrary, action: str, clips: lis
                                      f"`flashctl prepare {action}`; or start over with `flashctl motions rm {action}`")
         manifest = library.manifest(action)
         files = _manifest_clips(library, action, manifest)
-        frames = _decode_all(files, config, warnings, reporter)
+        frames = normalise_clips(files, config, warnings, reporter)
         with library.lock(action):
             library.save_frames(action, frames, cache_meta(config, manifest))
     else:
@@ -155,7 +156,7 @@ def prepare(config: FlashConfig, library: MotionLibrary, action: str, clips: lis
         if len(files) > config.prepare.max_clips:
             _warn(f"{len(files)} clips given; FLASH is meant for {config.prepare.max_clips} or fewer "
                  f"(prepare.max_clips); using all of them", warnings, reporter)
-        frames = _decode_all(files, config, warnings, reporter)
+        frames = normalise_clips(files, config, warnings, reporter)
         with library.lock(action):
             _create(config, library, action, files, prompt.strip(), frames)
     p = config.prepare
