@@ -79,3 +79,16 @@ def eager_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor)
     """SDPA without a fused kernel: (..., N, d), (..., M, d), (..., M, d) -> (..., N, d); softmax in float32."""
     scores = query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5  # (..., N, M)
     return scores.float().softmax(dim=-1).to(value.dtype) @ value
+
+
+def install_cross_frame(unet: torch.nn.Module, names: list[str]) -> None:
+    """Replace the processors named in ``names`` (spatial self-attention) with cross-frame ones."""
+    unet.set_attn_processor({n: CrossFrameAttnProcessor() if n in names else p
+                             for n, p in unet.attn_processors.items()})
+
+
+def set_num_frames(unet: torch.nn.Module, frames: int) -> None:
+    """Tell every cross-frame processor (subclasses installed later included) the frame count."""
+    for proc in unet.attn_processors.values():
+        if isinstance(proc, CrossFrameAttnProcessor):
+            proc.num_frames = frames

@@ -16,7 +16,8 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from einops import rearrange
 
-from flashctl.model.cross_frame import CrossFrameAttnProcessor
+from flashctl.model.configs import public_config
+from flashctl.model.cross_frame import install_cross_frame, set_num_frames
 
 from . import AnimateDiffOptions
 from .components import ADAPTER_FOLDER, Components, sd15_components, tiny_components
@@ -29,10 +30,6 @@ LORA_TARGETS = [
 ]
 
 
-def _public(config: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
-
-
 class AnimateDiffBackbone:
     name = "animatediff"
     lora_targets = LORA_TARGETS
@@ -40,8 +37,8 @@ class AnimateDiffBackbone:
     def __init__(self, components: Components, options: AnimateDiffOptions, device: str, dtype: torch.dtype) -> None:
         self.options = options
         self.base_id = components.base_id
-        self._unet2d_config = _public(components.unet2d.config)
-        self._adapter_config = _public(components.adapter.config)
+        self._unet2d_config = public_config(components.unet2d.config)
+        self._adapter_config = public_config(components.adapter.config)
         self.unet = UNetMotionModel.from_unet2d(components.unet2d, components.adapter)
         self.vae, self.text_encoder, self.tokenizer = components.vae, components.text_encoder, components.tokenizer
         for module in (self.unet, self.vae, self.text_encoder):
@@ -50,9 +47,7 @@ class AnimateDiffBackbone:
                 module.to(dtype=dtype)
         self.spatial_attention = [n for n in self.unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
         self.temporal_attention = [n for n in self.unet.attn_processors if TEMPORAL_ATTN.fullmatch(n)]
-        self.unet.set_attn_processor({n: CrossFrameAttnProcessor() for n in self.spatial_attention}
-                                     | {n: p for n, p in self.unet.attn_processors.items()
-                                        if n not in self.spatial_attention})
+        install_cross_frame(self.unet, self.spatial_attention)
         self.scheduler_config = {
             "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
             "prediction_type": options.prediction_type, "clip_sample": False, "steps_offset": 1,
@@ -66,12 +61,6 @@ class AnimateDiffBackbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
-
-    def _set_frames(self, frames: int) -> None:
-        """Tell every cross-frame processor (including subclasses installed later) the frame count."""
-        for proc in self.unet.attn_processors.values():
-            if isinstance(proc, CrossFrameAttnProcessor):
-                proc.num_frames = frames
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -95,7 +84,7 @@ class AnimateDiffBackbone:
 
     def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
         frames = latents.shape[1]
-        self._set_frames(frames)
+        set_num_frames(self.unet, frames)
         sample = rearrange(latents, "b f c h w -> b c f h w")
         context = prompt_emb.repeat_interleave(frames, dim=0)  # (B*F, seq, dim): UNetMotionModel's layout
         out = self.unet(sample, timestep, encoder_hidden_states=context).sample  # (B, c, F, h, w)
@@ -103,7 +92,7 @@ class AnimateDiffBackbone:
 
     def geometry(self) -> dict[str, Any]:
         configs = {"unet": self._unet2d_config, "motion_adapter": self._adapter_config,
-                   "vae": _public(self.vae.config)}
+                   "vae": public_config(self.vae.config)}
         digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
         return {
             "backbone": self.name,

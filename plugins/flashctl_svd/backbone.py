@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from flashctl.model.cross_frame import CrossFrameAttnProcessor
+from flashctl.model.configs import public_config
+from flashctl.model.cross_frame import install_cross_frame, set_num_frames
 
 from . import SVDOptions
 from .components import Components, svd_components, tiny_components
@@ -40,15 +41,6 @@ LORA_TARGETS = [
     r".*temporal_transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)",
     r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_q",
 ]
-# transformers bookkeeping that save/load or an upgrade changes, not the architecture
-VOLATILE_KEYS = {"architectures", "dtype", "transformers_version"}
-
-
-def _public(config: Any) -> dict[str, Any]:
-    items = config.to_dict().items() if hasattr(config, "to_dict") else dict(config).items()
-    return {k: v for k, v in items if not k.startswith("_") and k not in VOLATILE_KEYS}
-
-
 class SVDBackbone:
     name = "svd"
     lora_targets = LORA_TARGETS
@@ -67,8 +59,7 @@ class SVDBackbone:
         self.feature_extractor = extractor
         self.spatial_attention = [n for n in self.unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
         self.temporal_attention = [n for n in self.unet.attn_processors if TEMPORAL_ATTN.fullmatch(n)]
-        self.unet.set_attn_processor({n: CrossFrameAttnProcessor() if n in self.spatial_attention else p
-                                      for n, p in self.unet.attn_processors.items()})
+        install_cross_frame(self.unet, self.spatial_attention)
         self.scheduler_config = scheduler_config(options.sigma_min, options.sigma_max)
         self._embedding_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -79,12 +70,6 @@ class SVDBackbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
-
-    def _set_frames(self, frames: int) -> None:
-        """Tell every cross-frame processor (including subclasses installed later) the frame count."""
-        for proc in self.unet.attn_processors.values():
-            if isinstance(proc, CrossFrameAttnProcessor):
-                proc.num_frames = frames
 
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """(B,) prompts -> (B, 1, 1) conditioning weights: 0 for the empty prompt (unconditional), else 1."""
@@ -130,7 +115,7 @@ class SVDBackbone:
     def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
         """v for ``(B, F, c, h, w)`` latents whose frame 0 is the clean reference; ``prompt_emb`` is ``(B, 1, 1)``."""
         b, frames = latents.shape[:2]
-        self._set_frames(frames)
+        set_num_frames(self.unet, frames)
         weight = prompt_emb.reshape(b, 1, 1).to(latents.dtype)  # (B, 1, 1): 1 conditioned, 0 unconditional
         reference = latents[:, 0]  # (B, c, h, w)
         embedding = self.image_embedding(reference).to(latents.dtype) * weight  # (B, 1, dim)
@@ -142,8 +127,8 @@ class SVDBackbone:
                          added_time_ids=self.added_time_ids(b)).sample  # (B, F, c, h, w)
 
     def geometry(self) -> dict[str, Any]:
-        configs = {"unet": _public(self.unet.config), "vae": _public(self.vae.config),
-                   "image_encoder": _public(self.image_encoder.config)}
+        configs = {"unet": public_config(self.unet.config), "vae": public_config(self.vae.config),
+                   "image_encoder": public_config(self.image_encoder.config)}
         digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
         return {
             "backbone": self.name,

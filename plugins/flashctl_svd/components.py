@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
-from diffusers import AutoencoderKLTemporalDecoder
-from diffusers.loaders.peft import PeftAdapterMixin
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from flashctl.errors import WeightsNotFoundError
@@ -19,15 +17,6 @@ from . import SVD_BASE, SVDOptions
 SUBFOLDERS = ("unet", "vae", "image_encoder", "feature_extractor")
 TIME_IDS = 3  # fps, motion bucket, noise augmentation
 HEAD_DIM = 16  # tiny: attention head width
-
-
-class UNetSpatioTemporalConditionModel(diffusers.UNetSpatioTemporalConditionModel, PeftAdapterMixin):
-    """diffusers' SVD U-Net plus the PEFT adapter methods (``add_adapter``) diffusers 0.42 leaves off it.
-
-    Motion LoRA (:mod:`flashctl.model.lora`) calls ``unet.add_adapter``. The class keeps diffusers' name
-    because ``save_pretrained`` writes it into ``unet/config.json`` as ``_class_name``: saved folders stay
-    loadable by diffusers itself.
-    """
 
 
 @dataclass
