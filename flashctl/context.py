@@ -45,3 +45,23 @@ def context_for(config: Any, host: Any, reporter: Reporter | None = None) -> Bui
 
     return BuildContext(device=runtime.device, dtype=runtime.dtype, seed=config.train.seed, cache_dir=cache_dir,
                         offline=runtime.offline, resolve_weights=resolve, reporter=reporter or NullReporter())
+
+
+def require_weights(ctx: BuildContext, ref: str, *, label: str, option_key: str,
+                    subfolders: tuple[str, ...] = ()) -> Path:
+    """Resolve ``ref`` through ``ctx`` or raise WeightsNotFoundError saying which folder to provide."""
+    from .errors import WeightsNotFoundError
+
+    root = ctx.resolve_weights(ref)
+    layout = f" with {', '.join(s + '/' for s in subfolders)}" if subfolders else ""
+    if root is None:
+        hint = (f"put a diffusers folder{layout} at {Path(ref).expanduser()} or download '{ref}' into the "
+                f"Hugging Face cache and set {option_key}")
+        if ctx.offline:
+            hint += "; or set runtime.offline = false to download it"
+        raise WeightsNotFoundError(f"{label}: '{ref}' not found locally", hint=hint)
+    missing = [s for s in subfolders if not (root / s).is_dir()]
+    if missing:
+        raise WeightsNotFoundError(f"{label}: folder {root} lacks {', '.join(s + '/' for s in missing)}",
+                                   hint=f"the folder needs the diffusers layout{layout}")
+    return root

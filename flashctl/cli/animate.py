@@ -22,7 +22,7 @@ def expand_images(paths: list[Path]) -> list[Path]:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                raise ImageReadError(f"no images found in folder {p}", hint=f"put .png/.jpg files there")
+                raise ImageReadError(f"no images found in folder {p}", hint="put .png/.jpg files there")
             images += found
         else:
             images.append(p)

@@ -12,3 +12,19 @@ def public_config(config: Any) -> dict[str, Any]:
     """A diffusers/transformers config without private (``_``) and volatile keys."""
     items = config.to_dict().items() if hasattr(config, "to_dict") else dict(config).items()
     return {k: v for k, v in items if not k.startswith("_") and k not in VOLATILE_KEYS}
+
+
+def geometry_record(name: str, preset: str, base_id: str, configs: dict[str, Any], vae_config: Any) -> dict[str, Any]:
+    """What a motion's weights depend on: backbone, preset, base weights id + hash of their configs, latents."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
+    return {
+        "backbone": name,
+        "preset": preset,
+        "base": base_id,
+        "base_config_sha256": digest,
+        "latent_channels": int(vae_config.latent_channels),
+        "downsample": 2 ** (len(vae_config.block_out_channels) - 1),
+    }

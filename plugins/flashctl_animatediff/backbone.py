@@ -6,8 +6,6 @@ Image conditioning is LAMP-style: the reference latent is frame 0 (kept clean by
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from einops import rearrange
 
-from flashctl.model.configs import public_config
+from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import install_cross_frame, set_num_frames
 
 from . import AnimateDiffOptions
@@ -93,15 +91,7 @@ class AnimateDiffBackbone:
     def geometry(self) -> dict[str, Any]:
         configs = {"unet": self._unet2d_config, "motion_adapter": self._adapter_config,
                    "vae": public_config(self.vae.config)}
-        digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
-        return {
-            "backbone": self.name,
-            "preset": self.options.preset,
-            "base": self.base_id,
-            "base_config_sha256": digest,
-            "latent_channels": int(self.vae.config.latent_channels),
-            "downsample": 2 ** (len(self.vae.config.block_out_channels) - 1),
-        }
+        return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config)
 
     def save_pretrained(self, path: Path) -> Path:
         """Write the base in the sd15 layout (unet/ vae/ text_encoder/ tokenizer/ motion_adapter/).

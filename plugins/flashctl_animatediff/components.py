@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from flashctl.errors import WeightsNotFoundError
+from flashctl.context import require_weights
 
 from . import SD15_BASE, SD15_MOTION_ADAPTER, AnimateDiffOptions
 
@@ -64,27 +63,14 @@ def tiny_components(options: AnimateDiffOptions) -> Components:
     return Components(unet2d, adapter, vae, text_encoder, tokenizer, base_id=f"tiny(init_seed={options.init_seed})")
 
 
-def _resolve(ref: str, what: str, key: str, ctx: Any) -> Path:
-    path = ctx.resolve_weights(ref)
-    if path is None:
-        hint = (f"put a diffusers folder at {Path(ref).expanduser()} or download '{ref}' into the Hugging Face cache "
-                f"and set options.backbone.animatediff.{key}")
-        if ctx.offline:
-            hint += "; or set runtime.offline = false to download it"
-        raise WeightsNotFoundError(f"animatediff sd15: {what} '{ref}' not found locally", hint=hint)
-    return path
-
-
 def sd15_components(options: AnimateDiffOptions, ctx: Any) -> Components:
     """SD1.5 base (unet/ vae/ text_encoder/ tokenizer/) plus a MotionAdapter folder, resolved through ``ctx``."""
     base_ref = options.base or SD15_BASE
-    root = _resolve(base_ref, "base weights", "base", ctx)
-    missing = [s for s in SUBFOLDERS if not (root / s).is_dir()]
-    if missing:
-        raise WeightsNotFoundError(f"animatediff sd15: base folder {root} lacks {', '.join(missing)}/",
-                                   hint=f"the folder needs the diffusers layout: {', '.join(SUBFOLDERS)}")
+    root = require_weights(ctx, base_ref, label="animatediff sd15: base weights",
+                           option_key="options.backbone.animatediff.base", subfolders=SUBFOLDERS)
     adapter_ref = options.motion_adapter or SD15_MOTION_ADAPTER
-    adapter_dir = _resolve(adapter_ref, "motion adapter", "motion_adapter", ctx)
+    adapter_dir = require_weights(ctx, adapter_ref, label="animatediff sd15: motion adapter",
+                                  option_key="options.backbone.animatediff.motion_adapter")
     return Components(
         unet2d=UNet2DConditionModel.from_pretrained(root, subfolder="unet"),
         adapter=MotionAdapter.from_pretrained(adapter_dir),

@@ -18,8 +18,6 @@ Conditioning, as the protocol's ``encode_prompt`` / ``denoise`` split allows it:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from flashctl.model.configs import public_config
+from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import install_cross_frame, set_num_frames
 
 from . import SVDOptions
@@ -129,15 +127,7 @@ class SVDBackbone:
     def geometry(self) -> dict[str, Any]:
         configs = {"unet": public_config(self.unet.config), "vae": public_config(self.vae.config),
                    "image_encoder": public_config(self.image_encoder.config)}
-        digest = hashlib.sha256(json.dumps(configs, sort_keys=True, default=list).encode()).hexdigest()
-        return {
-            "backbone": self.name,
-            "preset": self.options.preset,
-            "base": self.base_id,
-            "base_config_sha256": digest,
-            "latent_channels": int(self.vae.config.latent_channels),
-            "downsample": 2 ** (len(self.vae.config.block_out_channels) - 1),
-        }
+        return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config)
 
     def save_pretrained(self, path: Path) -> Path:
         """Write the base in the svd layout (unet/ vae/ image_encoder/ feature_extractor/).

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from flashctl.errors import WeightsNotFoundError
+from flashctl.context import require_weights
 
 from . import SVD_BASE, SVDOptions
 
@@ -52,17 +51,8 @@ def tiny_components(options: SVDOptions) -> Components:
 def svd_components(options: SVDOptions, ctx: Any) -> Components:
     """An SVD base folder (unet/ vae/ image_encoder/ feature_extractor/), resolved through ``ctx``."""
     ref = options.base or SVD_BASE
-    root = ctx.resolve_weights(ref)
-    if root is None:
-        hint = (f"put a diffusers folder with {', '.join(SUBFOLDERS)}/ at {Path(ref).expanduser()} or download "
-                f"'{ref}' into the Hugging Face cache and set options.backbone.svd.base")
-        if ctx.offline:
-            hint += "; or set runtime.offline = false to download it"
-        raise WeightsNotFoundError(f"svd: base weights '{ref}' not found locally", hint=hint)
-    missing = [s for s in SUBFOLDERS if not (root / s).is_dir()]
-    if missing:
-        raise WeightsNotFoundError(f"svd: base folder {root} lacks {', '.join(s + '/' for s in missing)}",
-                                   hint=f"the folder needs the diffusers layout: {', '.join(SUBFOLDERS)}")
+    root = require_weights(ctx, ref, label="svd: base weights", option_key="options.backbone.svd.base",
+                           subfolders=SUBFOLDERS)
     return Components(
         unet=UNetSpatioTemporalConditionModel.from_pretrained(root, subfolder="unet"),
         vae=AutoencoderKLTemporalDecoder.from_pretrained(root, subfolder="vae"),
