@@ -1,7 +1,7 @@
 """Seconds per training step: plain fine-tuning (#1) vs MAM (#5) at the same number of clips per step.
 
 Run: .venv/bin/python bench/train_step.py [--clips 4] [--frames 8] [--size 32] [--steps 10] [--warmup 2]
-                                          [--repeat 2] [--threads 1]
+                                          [--repeat 2] [--threads 1] [--no-vae-slicing]
 Each run is ``flashctl.pipeline.train.train`` on the tiny AnimateDiff preset in a fresh process (so
 its peak RSS is its own), timed between the reporter's per-step ``advance`` events; the first
 ``--warmup`` steps are dropped. #1 trains batches of ``--clips`` videos; #2 and #5 train
@@ -87,6 +87,7 @@ def run_one(variant: str, args: argparse.Namespace) -> dict:
             "prepare": {"frames": args.frames, "size": args.size, "fps": 8.0},
             "train": {**VARIANTS[variant], "batch_size": batch, "detail_decoder": False, "lr": 1e-4},
             "animate": {"steps": 1, "formats": ["gif"]},
+            "runtime": {"vae_slicing": not args.no_vae_slicing},
         })
         library = MotionLibrary(config.library_path())
         entries = [ClipEntry(file=f"clips/c{i}.mp4", sha256=hashlib.sha256(b"%d" % i).hexdigest())
@@ -112,6 +113,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per variant, alternating")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     parser.add_argument("--library-clips", type=int, default=4)
+    parser.add_argument("--no-vae-slicing", action="store_true",
+                        help="runtime.vae_slicing = false: encode the augmented clips in one VAE call")
     parser.add_argument("--one", choices=list(VARIANTS), help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.one:
@@ -136,7 +139,8 @@ def main() -> None:
     for row in rows:
         row["ratio_to_plain"] = round(row["median_step_s"] / base, 3)
     print(f"tiny AnimateDiff, {args.frames} frames of {args.size} px, {args.clips} clips per step, "
-          f"threads={runs['#1 plain'][0]['threads']}, target #5/#1 <= {TARGET}")
+          f"threads={runs['#1 plain'][0]['threads']}, vae_slicing={not args.no_vae_slicing}, "
+          f"target #5/#1 <= {TARGET}")
     print(f"{'variant':<11} {'batch':>5} {'median_s':>9} {'min_s':>7} {'ratio':>6} {'peak_rss_mb':>11}")
     for r in rows:
         print(f"{r['variant']:<11} {r['batch_size']:>5} {r['median_step_s']:>9.3f} {r['min_step_s']:>7.3f} "

@@ -162,15 +162,24 @@ def _by_hand(attn, probs_from: torch.Tensor, values_from: torch.Tensor) -> torch
     return attn.to_out[1](attn.to_out[0](out))  # (B*F, N, C)
 
 
-def test_correspondence_alignment_is_original_probabilities_times_augmented_values(mam):
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])  # runtime.attention
+def test_correspondence_alignment_is_original_probabilities_times_augmented_values(mam, kernel):
     backbone = mam.backbone
-    install_mam(backbone, MamOptions(motion_align=False))
-    name = next(n for n in backbone.spatial_attention if n.startswith("down_blocks.0."))
-    attn, seen = _module(backbone, name), {}
-    hooks = [_capture(attn, seen, "in"), _capture(attn, seen, "out", output=True)]
-    _denoise(mam, active=True)
-    for hook in hooks:
-        hook.remove()
+    cross_frame = [backbone.unet.attn_processors[n] for n in backbone.spatial_attention]
+    for processor in cross_frame:
+        processor.kernel = kernel
+    try:
+        install_mam(backbone, MamOptions(motion_align=False))
+        assert {backbone.unet.attn_processors[n].kernel for n in backbone.spatial_attention} == {kernel}
+        name = next(n for n in backbone.spatial_attention if n.startswith("down_blocks.0."))
+        attn, seen = _module(backbone, name), {}
+        hooks = [_capture(attn, seen, "in"), _capture(attn, seen, "out", output=True)]
+        _denoise(mam, active=True)
+        for hook in hooks:
+            hook.remove()
+    finally:
+        for processor in cross_frame:
+            processor.kernel = "sdpa"
     hidden, out = seen["in"], seen["out"]  # (2*B*F, N, C)
     x, x_aug = hidden.chunk(2)
     with torch.no_grad():

@@ -41,7 +41,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from ..errors import ConfigError
@@ -136,10 +135,9 @@ def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def align_motion(hidden_states: torch.Tensor, donor_grad: bool = True) -> torch.Tensor:
     """``(2N, F, C)`` -> same: the second half becomes its own static part plus the first half's motion."""
     h, h_aug = _halves(hidden_states)  # each (N, F, C)
-    motion = h - h.mean(dim=1, keepdim=True)  # m_f = h_f - s
-    if not donor_grad:
-        motion = motion.detach()
-    return torch.cat([h, h_aug.mean(dim=1, keepdim=True) + motion])  # (2N, F, C): [h; s~ + m]
+    donor = h if donor_grad else h.detach()
+    swap = h_aug.mean(dim=1, keepdim=True) - donor.mean(dim=1, keepdim=True)  # s~ - s: (N, 1, C)
+    return torch.cat([h, donor + swap])  # (2N, F, C): [h; s~ + m] with m = h - s
 
 
 class MotionAlignProcessor:
@@ -162,7 +160,7 @@ class CorrespondenceAlignProcessor(CrossFrameAttnProcessor):
     """Cross-frame attention whose augmented half, inside :func:`aligned`, reuses the original's probabilities."""
 
     def __init__(self, stock: CrossFrameAttnProcessor, donor_grad: bool = True) -> None:
-        super().__init__(stock.num_frames)
+        super().__init__(stock.num_frames, stock.kernel)
         self.stock = stock
         self.donor_grad = donor_grad
         self.active = False
@@ -172,12 +170,12 @@ class CorrespondenceAlignProcessor(CrossFrameAttnProcessor):
         if not self.active:
             return super().attend(query, key, value)
         (q, _), (k, _), (v, v_aug) = _halves(query), _halves(key), _halves(value)  # (B*F, heads, N|2N, d)
-        if self.donor_grad:  # one softmax serves both halves: values side by side
-            out = F.scaled_dot_product_attention(q, k, torch.cat([v, v_aug], dim=-1))  # (B*F, heads, N, 2d)
-            return torch.cat(out.chunk(2, dim=-1))  # (2*B*F, heads, N, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B*F, heads, N, d)
-        out_aug = F.scaled_dot_product_attention(q.detach(), k.detach(), v_aug)  # (B*F, heads, N, d)
-        return torch.cat([out, out_aug])
+        q_donor, k_donor = (q, k) if self.donor_grad else (q.detach(), k.detach())
+        # two attentions with the layer's kernel, not one over [V | V~]: a value width unlike the query's
+        # loses the fused kernel
+        out = super().attend(q, k, v)  # (B*F, heads, N, d)
+        out_aug = super().attend(q_donor, k_donor, v_aug)  # (B*F, heads, N, d)
+        return torch.cat([out, out_aug])  # (2*B*F, heads, N, d)
 
 
 MAM_PROCESSORS = (MotionAlignProcessor, CorrespondenceAlignProcessor)

@@ -118,7 +118,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     ctx = context_for(config, host, reporter)
-    model = build_model(config, host, ctx)
+    model = build_model(config, host, ctx, training=True)
     backbone = model.backbone
     augmentations = motion_augmentations(config, settings, host, ctx)
 
