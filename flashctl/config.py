@@ -35,7 +35,7 @@ class LibrarySection(Section):
 
 class ModelSection(Section):
     backbone: str = Field("animatediff", description="video diffusion backbone (`flashctl plugins --kind backbone`)")
-    decoder: str = Field("vae", description="latent decoder (`flashctl plugins --kind decoder`)")
+    decoder: str = Field("detail-enhance", description="latent decoder (`flashctl plugins --kind decoder`)")
 
 
 class PrepareSection(Section):
@@ -67,6 +67,8 @@ class TrainSection(Section):
     lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
     lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
     donor_grad: bool = Field(True, description="let gradients flow through the original clip's donated features")
+    mam_layers: str | list[str] | None = Field(None, description="regex (or list) of attention-processor names MAM "
+                                                                "replaces; None = every temporal and cross-frame layer")
 
 
 class AnimateSection(Section):
@@ -93,7 +95,7 @@ class RuntimeSection(Section):
     cache_dir: str = Field("~/.cache/flashctl", description="where downloaded weights live")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel: PyTorch SDPA or plain matmul")
-    vae_slicing: bool = Field(True, description="decode a few frames at a time (lower peak memory)")
+    vae_slicing: bool = Field(True, description="decode a few frames at a time at inference (lower peak memory)")
     vae_tiling: bool = Field(False, description="decode large frames in tiles (lower peak memory, slower)")
     cpu_offload: bool = Field(False, description="keep models on the CPU, move each to the GPU only while it runs")
     compile: bool = Field(False, description="torch.compile the denoiser (opt-in; slow first call)")

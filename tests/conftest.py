@@ -8,6 +8,14 @@ import socket
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models gain nothing from 2 threads, and 2 threads on a busy 2-core machine run ~10x slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     for key in list(os.environ):

@@ -20,7 +20,8 @@ def tiny_config(root: Path, train: dict | None = None, animate: dict | None = No
     return FlashConfig.model_validate({
         "source": str(root / "flashctl.toml"),
         "prepare": {"frames": FRAMES, "size": SIZE, "fps": FPS},
-        "train": {"steps": 2, "lr": 3e-3, "strong_augment": False, **(train or {})},
+        "train": {"steps": 2, "lr": 3e-3, "strong_augment": False, "motion_align": False,
+                  "correspondence_align": False, "detail_decoder": False, **(train or {})},
         "animate": {"steps": 2, "formats": ["gif"], **(animate or {})},
         "options": options or {},
     })

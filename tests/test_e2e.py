@@ -29,6 +29,9 @@ formats = ["mp4", "gif"]
 
 [plugins]
 paths = ["local_plugins"]
+
+[options.decoder.detail-enhance]
+train_steps = 2
 """
 
 
@@ -113,3 +116,34 @@ def test_motions_rm_asks_first(project, capsys, monkeypatch):
     assert r.code == 0 and not (project / "motions" / "wave").exists()
     r = run(capsys, "motions", "show", "wave")
     assert r.code == 1 and "not found" in r.err
+
+
+def test_detail_decoder_is_fitted_saved_and_loaded(project, capsys):
+    """train.detail_decoder fits DED layers into weights/decoder.safetensors; animate loads them."""
+    from flashctl.cli.state import state
+
+    assert run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "x").code == 0
+    assert run(capsys, "train", "wave").code == 0
+    weights = json.loads((project / "motions" / "wave" / "weights" / "config.json").read_text())
+    assert weights["decoder"] == {**weights["decoder"], "name": "detail-enhance", "file": "decoder.safetensors"}
+    provenance = json.loads((project / "motions" / "wave" / "provenance.json").read_text())
+    assert len(provenance["decoder_losses"]) == 2 and "weights/decoder.safetensors" in provenance["files"]
+
+    r = run(capsys, "animate", "--action", "wave", "--image", project / "actor.png", "--out", project / "out")
+    assert r.code == 0, r.err
+    from flashctl.pipeline.animate import load_animator
+
+    import torch
+    from safetensors.torch import load_file
+
+    config = state.config()
+    model = load_animator(config, state.library(config), "wave", state.host(config)).model
+    saved = load_file(project / "motions" / "wave" / "weights" / "decoder.safetensors")
+    fresh = state.host(config).registry.create("decoder", "detail-enhance", {"train_steps": 2})
+    fresh.attach(model.backbone)
+    loaded, untrained = model.decoder.state_dict(), fresh.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)  # animate decodes with the fitted layers
+    assert any(not torch.equal(saved[k], untrained[k]) for k in saved)  # which are not the zero init
+
+    r = run(capsys, "train", "wave", "--set", "model.decoder=vae")
+    assert r.code == 2 and "train.detail_decoder" in r.err and "detail-enhance" in r.err

@@ -323,3 +323,14 @@ def test_impossible_switch_combinations_name_their_keys():
     assert mam_options(TrainSection(lambda_motion=0.0)).augmented_weight == 1.0  # lambda_c still weighs it
     assert ablation_row(TrainSection(strong_augment=False, motion_align=False, correspondence_align=False,
                                      detail_decoder=True)) == "custom"
+
+
+def test_layer_filter_comes_from_config_and_bad_regex_names_the_key():
+    from flashctl.config import load_config
+    from flashctl.errors import ConfigError
+    from flashctl.model.motion_alignment import mam_options
+
+    assert mam_options(load_config(None, ["train.mam_layers='down_blocks.*'"]).train).layers == "down_blocks.*"
+    with pytest.raises(ConfigError) as info:
+        mam_options(load_config(None, ["train.mam_layers='(unclosed'"]).train)
+    assert "train.mam_layers" in info.value.message

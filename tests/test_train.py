@@ -108,7 +108,7 @@ def test_train_pipeline_saves_a_complete_motion(tmp_path, host):
     assert prov["losses"] == losses and prov["seed"] == 0
     assert prov["config"]["train"]["augmentations"] == ["invert", "grayscale"]
     assert [a["name"] for a in prov["components"]["augmentations"]] == ["invert", "grayscale"]
-    assert prov["mam"]["ablation"] == "#6" and prov["mam"]["augmented_weight"] == 2.0  # lambdas default to 1
+    assert prov["mam"]["ablation"] == "#5" and prov["mam"]["augmented_weight"] == 2.0  # lambdas default to 1
     assert set(prov["mam"]["layers"].values()) == {"motion", "correspondence"}
     assert set(prov["files"]) == {"weights/config.json", "weights/lora.safetensors", "preview.gif"}
     assert library.verify("slide") == []  # every hash in provenance matches the files on disk

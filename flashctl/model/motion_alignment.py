@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ..errors import ConfigError
 from ..registry import Options
@@ -107,9 +107,15 @@ def mam_options(train: Any) -> MamOptions | None:
                               hint="set train.strong_augment = true, or set train.motion_align = false and "
                                    "train.correspondence_align = false for plain fine-tuning (ablation #1)")
         return None
-    options = MamOptions(motion_align=train.motion_align, correspondence_align=train.correspondence_align,
-                         donor_grad=train.donor_grad, lambda_motion=train.lambda_motion,
-                         lambda_corr=train.lambda_corr)
+    try:
+        options = MamOptions(motion_align=train.motion_align, correspondence_align=train.correspondence_align,
+                             donor_grad=train.donor_grad, lambda_motion=train.lambda_motion,
+                             lambda_corr=train.lambda_corr, layers=train.mam_layers)
+    except ValidationError as exc:
+        from ..config import render_validation_error
+
+        message, hint = render_validation_error(exc, "config", MamOptions, "train")
+        raise ConfigError(message.replace("train.layers", "train.mam_layers"), hint=hint) from None
     if options.aligns and options.augmented_weight == 0:
         lambdas = [k for k, flag in (("train.lambda_motion", options.motion_align),
                                      ("train.lambda_corr", options.correspondence_align)) if flag]

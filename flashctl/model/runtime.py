@@ -49,7 +49,8 @@ def apply_runtime(backbone: Backbone, runtime: Any, *, training: bool = False, r
         torch.set_num_threads(runtime.threads)
     set_dtype(backbone, runtime.dtype, training=training, reporter=reporter)
     set_attention(backbone, runtime.attention, reporter=reporter)
-    set_vae_memory(backbone, slicing=runtime.vae_slicing, tiling=runtime.vae_tiling, reporter=reporter)
+    # slicing also slices encoding, which only costs time when training re-encodes clips every step
+    set_vae_memory(backbone, slicing=runtime.vae_slicing and not training, tiling=runtime.vae_tiling, reporter=reporter)
     if runtime.cpu_offload:
         if runtime.compile:
             raise ConfigError("runtime.compile = true with runtime.cpu_offload = true: the offload hooks move modules "

@@ -13,7 +13,7 @@ import numpy as np
 from ..context import context_for
 from ..errors import MotionNotTrainedError
 from ..progress import NullReporter, Reporter
-from .motion_weights import LORA_FILE, Model, build_model, check_compatible, load_lora
+from .motion_weights import LORA_FILE, Model, build_model, check_compatible, load_decoder_weights, load_lora
 
 
 @dataclass
@@ -63,6 +63,7 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
     lora_path = Path(library.weights_dir(action)) / weights["lora"].get("file", LORA_FILE)
     load_motion_lora(model.backbone, load_lora(lora_path), weights["lora"]["rank"], weights["lora"]["alpha"],
                      source=str(lora_path))
+    load_decoder_weights(model, weights, library.weights_dir(action), reporter)
     settings = config.animate
     prompt_emb = model.backbone.encode_prompt([weights["prompt"]])  # (1, seq, dim)
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]) if settings.guidance_scale > 1 else None

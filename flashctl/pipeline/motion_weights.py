@@ -20,6 +20,7 @@ from ..model.interfaces import Backbone, Decoder
 
 CONFIG_FILE = "config.json"
 LORA_FILE = "lora.safetensors"
+DECODER_FILE = "decoder.safetensors"
 FORMAT = 1
 # what a motion's LoRA depends on; any difference means it cannot be loaded
 GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample")
@@ -53,8 +54,8 @@ def build_model(config: Any, host: Any, ctx: BuildContext, *, training: bool = F
 
 
 def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames: int, size: int, fps: float,
-                  lora_rank: int, lora_alpha: float) -> dict[str, Any]:
-    """The content of ``weights/config.json``."""
+                  lora_rank: int, lora_alpha: float, decoder_fitted: bool) -> dict[str, Any]:
+    """The content of ``weights/config.json``. ``decoder_fitted``: ``weights/decoder.safetensors`` exists."""
     return {
         "format": FORMAT,
         "flashctl_version": __version__,
@@ -62,7 +63,8 @@ def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames
         "prompt": prompt,
         "backbone": {"name": config.model.backbone, "options": model.backbone_options,
                      "geometry": model.backbone.geometry()},
-        "decoder": {"name": config.model.decoder, "options": model.decoder_options},
+        "decoder": {"name": config.model.decoder, "options": model.decoder_options,
+                    "file": DECODER_FILE if decoder_fitted else None},
         "frames": frames,
         "size": size,
         "fps": fps,
@@ -70,6 +72,18 @@ def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames
                  "targets": list(model.backbone.lora_targets)},
         "scheduler": model.backbone.scheduler_config,
     }
+
+
+def load_decoder_weights(model: Model, weights: dict[str, Any], weights_dir: Path, reporter: Any) -> None:
+    """Load the motion's fitted decoder layers, if the active decoder has per-motion weights and the motion has them."""
+    saved = weights.get("decoder") or {}
+    if not model.decoder.has_weights:
+        return
+    if saved.get("name") != model.decoder.name or not saved.get("file"):
+        reporter.note(f"motion has no fitted '{model.decoder.name}' weights (trained with decoder "
+                      f"'{saved.get('name')}'); its untrained layers decode exactly like the stock VAE", level="info")
+        return
+    model.decoder.load(Path(weights_dir) / saved["file"])
 
 
 def _describe(geometry: dict[str, Any]) -> str:

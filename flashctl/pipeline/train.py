@@ -25,8 +25,8 @@ from ..context import context_for
 from ..errors import ConfigError, TrainingDivergedError
 from ..library import atomic_path, atomic_write, new_run_id
 from ..progress import NullReporter, Reporter
-from .motion_weights import (CONFIG_FILE, LORA_FILE, Model, build_model, file_hashes, load_lora, motion_config,
-                             save_lora, write_json)
+from .motion_weights import (CONFIG_FILE, DECODER_FILE, LORA_FILE, Model, build_model, file_hashes, load_lora,
+                             motion_config, save_lora, write_json)
 
 PREVIEW_STEPS = 4
 CHECKPOINT = "checkpoint"
@@ -52,6 +52,17 @@ def train_settings(config: Any, manifest: Any, source: Path) -> TrainSection:
         return TrainSection.model_validate({**config.train.model_dump(), **overrides})
     except ValidationError as exc:
         raise ConfigError(*render_validation_error(exc, f"{source}: train", TrainSection)) from None
+
+
+def _wants_decoder_fit(settings: TrainSection, model: Any, config: Any) -> bool:
+    """``train.detail_decoder`` fits the decoder's per-motion layers; a decoder without any is a config error."""
+    if not settings.detail_decoder:
+        return False
+    if not model.decoder.has_weights:
+        raise ConfigError(f"train.detail_decoder = true, but model.decoder = '{config.model.decoder}' has no "
+                          "per-motion layers to fit",
+                          hint='set model.decoder = "detail-enhance", or train.detail_decoder = false')
+    return True
 
 
 def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: Any) -> list[tuple[str, Callable]]:
@@ -110,8 +121,6 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     settings = train_settings(config, manifest, library.path(action) / "motion.toml")
     mam = mam_options(settings)  # None: plain fine-tuning (#1); refuses impossible switch combinations
     total = steps or settings.steps
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
     prep = config.prepare
     frames, meta = library.load_frames(action, expect={"frames": prep.frames, "size": prep.size, "fps": prep.fps,
                                                        "start": prep.start})
@@ -120,6 +129,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     ctx = context_for(config, host, reporter)
     model = build_model(config, host, ctx, training=True)
     backbone = model.backbone
+    fit_decoder = _wants_decoder_fit(settings, model, config)
     augmentations = motion_augmentations(config, settings, host, ctx)
 
     clips = torch.stack([frames_to_tensor(clip) for clip in frames])  # (N, F, 3, S, S)
@@ -180,11 +190,12 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
 
     backbone.unet = accelerator.unwrap_model(backbone.unet).eval()
     uninstall_mam(backbone.unet)  # MAM is training-only
+    decoder_losses = model.decoder.fit(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
     preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
     run_id = new_run_id()
     weights = motion_config(model, config, action=action, prompt=manifest.prompt, frames=clips.shape[1],
                             size=clips.shape[-1], fps=float(meta.get("fps", prep.fps)),
-                            lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha)
+                            lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha, decoder_fitted=fit_decoder)
     saved = host.pm.hook.on_motion_saved
     with library.stage(action, on_saved=lambda a, p: saved(action=a, path=p)) as stage:
         stage = Path(stage)
@@ -193,10 +204,13 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
                   {"format": "flashctl-motion-lora", "action": action, "run_id": run_id,
                    "backbone": config.model.backbone, "rank": str(settings.lora_rank),
                    "alpha": str(settings.lora_alpha), "flashctl_version": __version__})
+        if fit_decoder:
+            model.decoder.save(stage / "weights" / DECODER_FILE)
         write_gif(stage / "preview.gif", preview, weights["fps"])
         write_json(stage / "provenance.json", _provenance(
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
             mam={"ablation": ablation_row(settings), "augmented_weight": augmented_weight, "layers": mam_installed},
+            decoder_losses=decoder_losses,
             files=file_hashes(stage)))
     _clear_checkpoint(library, action)
     seconds = time.perf_counter() - t0
@@ -205,7 +219,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
 
 
 def _provenance(run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
-                mam, files) -> dict[str, Any]:
+                mam, decoder_losses, files) -> dict[str, Any]:
     import accelerate
     import diffusers
     import peft
@@ -238,6 +252,7 @@ def _provenance(run_id, action, started, t0, host, config, settings, manifest, m
         "resumed_from_step": start or None,
         "losses": losses,
         "final_loss": losses[-1] if losses else None,
+        "decoder_losses": decoder_losses,
         "files": files,
     }
 
