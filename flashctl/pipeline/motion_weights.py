@@ -23,7 +23,7 @@ LORA_FILE = "lora.safetensors"
 DECODER_FILE = "decoder.safetensors"
 FORMAT = 1
 # what a motion's LoRA depends on; any difference means it cannot be loaded
-GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample")
+GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample", "target")
 DIFFUSERS_PREFIX = "unet."  # where diffusers pipelines' load_lora_weights looks for U-Net LoRA keys
 
 

@@ -11,14 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers import (
+    DDPMScheduler,
+    MotionAdapter,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
 from einops import rearrange
 
 from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import install_cross_frame, set_num_frames
 
 from . import AnimateDiffOptions
-from .components import ADAPTER_FOLDER, Components, sd15_components, tiny_components
+from .components import (
+    ADAPTER_FOLDER,
+    Components,
+    pretrained_tiny_components,
+    sd15_components,
+    tiny_components,
+)
 
 SPATIAL_SELF_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor")
 TEMPORAL_ATTN = re.compile(r"(.*\.)?motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.processor")
@@ -51,6 +62,7 @@ class AnimateDiffBackbone:
             "prediction_type": options.prediction_type, "clip_sample": False, "steps_offset": 1,
             "set_alpha_to_one": False, "timestep_spacing": "linspace",
         }
+        self._alphas_cumprod = DDPMScheduler.from_config(self.scheduler_config).alphas_cumprod  # (T,)
 
     @property
     def device(self) -> torch.device:
@@ -82,16 +94,35 @@ class AnimateDiffBackbone:
 
     def denoise(self, latents: torch.Tensor, timestep: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
         frames = latents.shape[1]
+        residual = self.options.target == "residual"
+        if residual:  # diffuse r_f = z_f - z_0: noisy r = sqrt(abar) r + sqrt(1-abar) eps = noisy z_f - sqrt(abar) z_0
+            signal, sigma = self._signal_and_noise(timestep, latents)  # (B, 1, 1, 1, 1) each
+            reference = latents[:, :1]  # (B, 1, c, h, w), clean
+            latents = torch.cat([reference, latents[:, 1:] - signal * reference], dim=1)
         set_num_frames(self.unet, frames)
         sample = rearrange(latents, "b f c h w -> b c f h w")
         context = prompt_emb.repeat_interleave(frames, dim=0)  # (B*F, seq, dim): UNetMotionModel's layout
         out = self.unet(sample, timestep, encoder_hidden_states=context).sample  # (B, c, F, h, w)
-        return rearrange(out, "b c f h w -> b f c h w")
+        out = rearrange(out, "b c f h w -> b f c h w")
+        if residual and self.options.prediction_type == "v_prediction":  # v of z_f = v of r_f - sigma * z_0
+            out = torch.cat([out[:, :1], out[:, 1:] - sigma * reference], dim=1)
+        return out  # epsilon is the same for r_f and z_f
+
+    def _signal_and_noise(self, timestep: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(abar_t) and sqrt(1 - abar_t) per video, for integer or fractional (Euler) timesteps."""
+        t = torch.as_tensor(timestep).flatten().expand(like.shape[0])  # (B,)
+        index = t.round().long().clamp(0, len(self._alphas_cumprod) - 1).cpu()
+        abar = self._alphas_cumprod[index].to(like.device, like.dtype).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+        return abar.sqrt(), (1 - abar).sqrt()
 
     def geometry(self) -> dict[str, Any]:
         configs = {"unet": self._unet2d_config, "motion_adapter": self._adapter_config,
                    "vae": public_config(self.vae.config)}
-        return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config)
+        if self.options.target == "latent":  # the default keeps the geometry (and its hash) it always had
+            return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config)
+        configs["target"] = self.options.target  # hashed, so check_compatible refuses the other parameterisation
+        return {**geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config),
+                "target": self.options.target}
 
     def save_pretrained(self, path: Path) -> Path:
         """Write the base in the sd15 layout (unet/ vae/ text_encoder/ tokenizer/ motion_adapter/).
@@ -113,5 +144,8 @@ class AnimateDiffBackbone:
 
 
 def build_backbone(options: AnimateDiffOptions, ctx: Any) -> AnimateDiffBackbone:
-    components = tiny_components(options) if options.preset == "tiny" else sd15_components(options, ctx)
+    if options.preset == "sd15":
+        components = sd15_components(options, ctx)
+    else:
+        components = pretrained_tiny_components(options, ctx) if options.base else tiny_components(options)
     return AnimateDiffBackbone(components, options, ctx.device, ctx.torch_dtype())

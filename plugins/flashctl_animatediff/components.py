@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,10 +13,11 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from flashctl.context import require_weights
 
-from . import SD15_BASE, SD15_MOTION_ADAPTER, AnimateDiffOptions
+from . import SD15_BASE, SD15_MOTION_ADAPTER, TINY_SHIPPED, AnimateDiffOptions
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 ADAPTER_FOLDER = "motion_adapter"
+SHIPPED_TINY_BASE = Path(__file__).parent / "weights" / "tiny-base"
 
 
 @dataclass
@@ -61,6 +64,29 @@ def tiny_components(options: AnimateDiffOptions) -> Components:
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id))
     return Components(unet2d, adapter, vae, text_encoder, tokenizer, base_id=f"tiny(init_seed={options.init_seed})")
+
+
+def pretrained_tiny_components(options: AnimateDiffOptions, ctx: Any) -> Components:
+    """A tiny base that ``save_pretrained`` wrote (pretrain_base.py's ``final/``), or the one shipped here.
+
+    The base id is a hash of the weights (not their folder), so motions trained on one pretrained base refuse
+    another and load on any copy of the same one.
+    """
+    ref = str(SHIPPED_TINY_BASE) if options.base == TINY_SHIPPED else options.base
+    root = require_weights(ctx, ref, label="animatediff tiny: base weights",
+                           option_key="options.backbone.animatediff.base", subfolders=SUBFOLDERS + (ADAPTER_FOLDER,))
+    digest = hashlib.sha256()
+    for sub in ("unet", ADAPTER_FOLDER, "vae", "text_encoder"):
+        for file in sorted((root / sub).glob("*.safetensors")):
+            digest.update(file.read_bytes())
+    return Components(
+        unet2d=UNet2DConditionModel.from_pretrained(root, subfolder="unet"),
+        adapter=MotionAdapter.from_pretrained(root, subfolder=ADAPTER_FOLDER),
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        base_id=f"tiny-pretrained@{digest.hexdigest()[:16]}",
+    )
 
 
 def sd15_components(options: AnimateDiffOptions, ctx: Any) -> Components:

@@ -1,0 +1,111 @@
+"""Pretrain the tiny AnimateDiff base on the synthetic actor world, resumably.
+
+    python scripts/pretrain_base.py --out runs/tiny-base [--stage vae|unet|all] [--steps N] [--vae-steps N]
+        [--batch B] [--frames 16] [--size 64] [--actions all|a,b] [--clips-per-action N] [--resume]
+        [--checkpoint-every K] [--sample-every K] [--seed S] [--threads T] [--device cpu|cuda]
+        [--target residual|latent]
+
+Stage vae trains the AutoencoderKL on frames, stage unet the whole video U-Net (VAE and text
+encoder frozen) on latent clips of every action with flashctl's LAMP-style loss. Checkpoints go
+to OUT/checkpoints/ every K steps and on Ctrl-C; rerun the same command with --resume to go on.
+Progress: stdout and OUT/train.log; held-out samples: OUT/samples/step-N.png (rows alternate real
+clip / generated). The result, OUT/final/, loads as the tiny preset's base:
+``[options.backbone.animatediff] base = "OUT/final"`` (copy it to
+plugins/flashctl_animatediff/weights/tiny-base/ to ship it as ``base = "shipped"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from functools import partial
+from pathlib import Path
+
+
+class PrintReporter:
+    """Loss and s/step every ``every`` steps on stdout."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every, self.task, self.step, self.total = every, "", 0, None
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self.task, self.step, self.total = task, 0, total
+
+    def advance(self, n: int = 1, **metrics: float) -> None:
+        self.step += n
+        if metrics and (self.step % self.every == 0 or self.step == self.total):
+            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(f"{self.task} {self.step}/{self.total} {shown}", flush=True)
+
+    def finish(self) -> None:
+        pass
+
+    def note(self, text: str, level: str = "info") -> None:
+        print(f"[{level}] {text}", flush=True)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--stage", choices=("vae", "unet", "all"), default="all")
+    p.add_argument("--steps", type=int, default=3000, help="U-Net steps in total")
+    p.add_argument("--vae-steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--actions", default="all", help="'all' or a comma-separated list")
+    p.add_argument("--clips-per-action", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--sample-every", type=int, default=250)
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--target", choices=("residual", "latent"), default="residual")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--log-every", type=int, default=10)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    import torch
+    from flashctl_synth.actions import ACTIONS
+    from flashctl_synth.render import render_clip
+
+    from flashctl.context import BuildContext
+    from flashctl.errors import FlashctlError
+    from flashctl.pipeline.pretrain import ClipSource, PretrainSettings, pretrain
+    from flashctl.plugins import build_host
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    render = partial(render_clip, frames=args.frames, size=args.size, fps=8)
+    source = ClipSource(prompts={name: a.prompt for name, a in ACTIONS.items()},
+                        render=lambda action, seed, split: render(action, seed=seed, split=split)[0])
+    settings = PretrainSettings(
+        out=args.out, stage=args.stage, steps=args.steps, vae_steps=args.vae_steps, batch=args.batch,
+        frames=args.frames, size=args.size,
+        actions=() if args.actions == "all" else tuple(a.strip() for a in args.actions.split(",")),
+        clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every, sample_steps=args.sample_steps, seed=args.seed, lr=args.lr,
+        target=args.target, device=args.device, resume=args.resume)
+    registry, ctx = build_host().registry, BuildContext(device=args.device, seed=args.seed)
+    command = "python scripts/pretrain_base.py " + shlex.join(argv)
+    try:
+        path = pretrain(settings, source, lambda options: registry.create("backbone", "animatediff", options, ctx),
+                        PrintReporter(args.log_every), command)
+    except FlashctlError as exc:
+        print(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Pretraining the tiny base (flashctl.pipeline.pretrain, scripts/pretrain_base.py) and the residual target."""
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from flashctl_synth.actions import ACTIONS
+from flashctl_synth.render import render_clip
+from safetensors.torch import load_file
+
+from flashctl.context import BuildContext
+from flashctl.errors import ConfigError, FlashctlError, IncompatibleMotionError
+from flashctl.pipeline.motion_weights import check_compatible
+from flashctl.pipeline.pretrain import MAX_BYTES, ClipSource, PretrainSettings, pretrain
+from flashctl.plugins import build_host
+from flashctl.progress import ListReporter
+
+F, S = 4, 16  # frames, pixels
+SOURCE = ClipSource(prompts={a: ACTIONS[a].prompt for a in ("jumping_jack", "squat")},
+                    render=lambda action, seed, split: render_clip(action, frames=F, size=S, seed=seed,
+                                                                   split=split)[0])
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return build_host().registry
+
+
+class Builder:
+    """``build`` for pretrain that keeps every backbone it made."""
+
+    def __init__(self, registry) -> None:
+        self.registry, self.made = registry, []
+
+    def __call__(self, options):
+        self.made.append(self.registry.create("backbone", "animatediff", options, BuildContext()))
+        return self.made[-1]
+
+
+class StopAt(ListReporter):
+    """Ctrl-C after U-Net step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.task, self.step = at, "", 0
+
+    def start(self, task, total=None):
+        super().start(task, total)
+        self.task, self.step = task, 0
+
+    def advance(self, n=1, **metrics):
+        super().advance(n, **metrics)
+        self.step += n
+        if self.task == "pretrain unet" and metrics and self.step == self.at:
+            raise KeyboardInterrupt
+
+
+def _settings(out, **kw):
+    base = {"vae_steps": 2, "steps": 3, "batch": 2, "frames": F, "size": S, "clips_per_action": 2,
+            "checkpoint_every": 10, "sample_every": 2, "sample_steps": 2}
+    return PretrainSettings(out=out, **{**base, **kw})
+
+
+def _state(out, stage):
+    return json.loads((out / "checkpoints" / stage / "state.json").read_text())
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, registry):
+    straight = pretrain(_settings(tmp_path / "a"), SOURCE, Builder(registry))
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_settings(tmp_path / "b"), SOURCE, Builder(registry), StopAt(2))
+    assert _state(tmp_path / "b", "unet")["step"] == 2  # saved on Ctrl-C although checkpoint_every is 10
+    assert not (tmp_path / "b" / "final").exists()
+    with pytest.raises(FlashctlError, match="--resume|already holds"):
+        pretrain(_settings(tmp_path / "b"), SOURCE, Builder(registry))
+    reporter = ListReporter()
+    resumed = pretrain(_settings(tmp_path / "b", resume=True), SOURCE, Builder(registry), reporter)
+    assert any("resuming 'unet' from step 2" in n for n in reporter.notes())
+    a, b = _state(tmp_path / "a", "unet"), _state(tmp_path / "b", "unet")
+    assert b["step"] == 3 and len(b["losses"]) == 3 and all(math.isfinite(x) for x in b["losses"])
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-4)  # same batches, noise and optimizer state
+    wa = load_file(str(straight / "unet" / "diffusion_pytorch_model.safetensors"))
+    wb = load_file(str(resumed / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert all(math.isfinite(x) for x in _state(tmp_path / "a", "vae")["losses"])
+    assert (tmp_path / "a" / "samples" / "step-2.png").is_file()
+    assert (tmp_path / "a" / "samples" / "vae-step-2.png").is_file()
+    with pytest.raises(ConfigError, match="size=16"):
+        pretrain(replace(_settings(tmp_path / "b", resume=True), size=32), SOURCE, Builder(registry))
+
+
+def test_final_folder_loads_as_the_tiny_base_with_the_same_outputs(tmp_path, registry):
+    build = Builder(registry)
+    final = pretrain(_settings(tmp_path, steps=2), SOURCE, build)
+    trained = build.made[-1]
+    provenance = json.loads((final / "provenance.json").read_text())
+    assert provenance["unet"]["steps"] == 2 and provenance["vae"]["steps"] == 2
+    assert provenance["bytes"] == sum(f.stat().st_size for f in final.rglob("*") if f.is_file()) - \
+        (final / "provenance.json").stat().st_size - (final / "README.md").stat().st_size
+    assert provenance["bytes"] <= MAX_BYTES
+    loaded = registry.create("backbone", "animatediff", {"base": str(final), "target": "residual"}, BuildContext())
+    scale = loaded.vae.config.scaling_factor
+    assert scale == pytest.approx(trained.vae.config.scaling_factor) and scale != 0.18215  # fitted, not default
+    video = torch.rand(1, F, 3, S, S, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, F, 3, H, W)
+    emb = loaded.encode_prompt([SOURCE.prompts["squat"]])
+    assert torch.allclose(emb, trained.encode_prompt([SOURCE.prompts["squat"]]))
+    z = loaded.encode_video(video)
+    assert torch.allclose(z, trained.encode_video(video), atol=1e-5)
+    out = loaded.denoise(z, torch.tensor([300]), emb)
+    assert torch.allclose(out, trained.denoise(z, torch.tensor([300]), emb), atol=1e-5)
+    fresh = registry.create("backbone", "animatediff", {"target": "residual"}, BuildContext())
+    assert not torch.allclose(out, fresh.denoise(z, torch.tensor([300]), emb), atol=1e-3)
+    assert loaded.geometry()["base"] != fresh.geometry()["base"]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_residual_target_diffuses_the_difference_from_frame_0(registry, prediction_type):
+    make = lambda target: registry.create(
+        "backbone", "animatediff", {"target": target, "prediction_type": prediction_type}, BuildContext())
+    residual, latent = make("residual"), make("latent")
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, F, 4, 4, 4, generator=g)  # (B, F, c, h, w) noisy latents, frame 0 the clean reference
+    emb, t = torch.randn(2, 77, 32, generator=g), torch.tensor([100, 700])  # (B, seq, dim), (B,)
+    abar = residual._alphas_cumprod[t].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+    shifted = torch.cat([z[:, :1], z[:, 1:] - abar.sqrt() * z[:, :1]], dim=1)
+    expected = latent.denoise(shifted, t, emb)
+    if prediction_type == "v_prediction":  # v of z_f = v of (z_f - z_0) - sqrt(1 - abar) z_0
+        expected = torch.cat([expected[:, :1], expected[:, 1:] - (1 - abar).sqrt() * z[:, :1]], dim=1)
+    assert torch.allclose(residual.denoise(z, t, emb)[:, 1:], expected[:, 1:], atol=1e-5)
+    assert not torch.allclose(residual.denoise(z, t, emb), latent.denoise(z, t, emb), atol=1e-3)
+    assert "target" not in latent.geometry()  # the default geometry is unchanged
+    with pytest.raises(IncompatibleMotionError, match="base_config_sha256"):
+        check_compatible("wave", {"backbone": {"geometry": latent.geometry()}}, residual.geometry())
