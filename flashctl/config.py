@@ -55,7 +55,7 @@ class TrainSection(Section):
     seed: int = Field(0, description="seed for noise, timesteps and augmentations")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
-    checkpoint_every: int = Field(0, ge=0, description="0 = only at the end")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps; 0 = none")
     lora_rank: int = Field(8, ge=1, description="LoRA rank on temporal and cross-frame attention")
     lora_alpha: float = Field(8.0, gt=0, description="LoRA scale numerator")
     strong_augment: bool = Field(True, description="train on strongly re-coloured copies too (ablation #2+)")

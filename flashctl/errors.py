@@ -95,3 +95,7 @@ class MetricsFileError(FlashctlError):
 
 class WeightsFileError(FlashctlError):
     """A weights file that cannot be read, or was saved for another model layout."""
+
+
+class CheckpointError(FlashctlError):
+    """A training checkpoint that is unreadable, or was made with other settings, clips or process count."""

@@ -133,7 +133,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -322,8 +322,8 @@ class MotionLibrary:
                                   hint=rebuild) from None
         for key, want in (expect or {}).items():
             if meta.get(key) != want:
-                raise StaleCacheError(f"prepared frames of '{action}' are stale: {key} is {_short(meta.get(key))} "
-                                      f"in the cache but {_short(want)} now", hint=rebuild)
+                raise StaleCacheError(f"prepared frames of '{action}' are stale: {key} is {short_value(meta.get(key))} "
+                                      f"in the cache but {short_value(want)} now", hint=rebuild)
         return frames, meta
 
     # -- reports ---------------------------------------------------------------------------

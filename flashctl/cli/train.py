@@ -25,6 +25,8 @@ def train(
     reporter = RichReporter()
     result = run(config, state.library(config), action, state.host(config), reporter=reporter, steps=steps, resume=resume)
     reporter.finish()
+    if not result.main_process:  # under `accelerate launch`, only the main process reports
+        return
     if json_:
         print_json({"action": result.action, "steps": result.steps, "final_loss": result.final_loss,
                     "seconds": result.seconds, "weights": str(result.weights_dir)})

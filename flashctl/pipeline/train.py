@@ -6,12 +6,30 @@ batch x with x~, one motion-preserving augmentation per clip, noised alike and d
 call; ``train.motion_align`` / ``train.correspondence_align`` install the Motion Alignment
 Module's processors for training only (uninstalled before the preview is sampled). Every
 ablation row of METHOD.md (#1..#6) is a choice of ``[train]`` switches; provenance records it.
+
+``train.checkpoint_every`` saves everything that decides the next steps (:mod:`.checkpoint`);
+``resume=True`` (``--resume``) continues from it bit-exactly: N steps straight and k steps, a crash,
+then a resume give the same LoRA and losses. The step count may grow on resume; every other
+setting, the clips and the process count must match (else :class:`CheckpointError` names what
+changed). ``--resume`` without a checkpoint notes it and starts from step 0, so a job that always
+passes it can simply be rerun.
+
+Several processes (``accelerate launch --multi_gpu --num_processes P -m flashctl train ACTION``;
+on CPU with ``runtime.device = "cpu"`` they use gloo): every process trains a replica on its own
+draws (the training generator is seeded ``train.seed + process index``, so the global batch is
+``batch_size * grad_accum * P`` clips), the LoRA gradients are averaged over processes before each
+optimizer step (by hand rather than through DDP: backbones keep their bare U-Net, which MAM and
+the backbone's own helpers address), and the reported losses are the mean over processes. Only
+the main process takes the lock, reports progress and writes checkpoints and the motion;
+provenance records the process count and each replica's LoRA hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +40,12 @@ from pydantic import ValidationError
 from .. import __version__
 from ..config import TrainSection, render_validation_error
 from ..context import context_for
-from ..errors import ConfigError, TrainingDivergedError
-from ..library import atomic_path, atomic_write, new_run_id
+from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..library import new_run_id
 from ..progress import NullReporter, Reporter
-from .motion_weights import (CONFIG_FILE, DECODER_FILE, LORA_FILE, Model, build_model, file_hashes, load_lora,
-                             motion_config, save_lora, write_json)
+from .checkpoint import STATE, Checkpoint, check_fingerprint, clear_checkpoint, load_checkpoint, save_checkpoint
+from .motion_weights import (CONFIG_FILE, DECODER_FILE, LORA_FILE, Model, build_model, file_hashes, motion_config,
+                             save_lora, write_json)
 
 PREVIEW_STEPS = 4
 CHECKPOINT = "checkpoint"
@@ -39,6 +58,7 @@ class TrainResult:
     final_loss: float
     seconds: float
     weights_dir: Path
+    main_process: bool = True  # False in the other processes of a multi-process launch (they save nothing)
 
 
 def _now() -> str:
@@ -99,16 +119,32 @@ def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: A
 
 def train(config: Any, library: Any, action: str, host: Any, *, reporter: Reporter = NullReporter(),
           steps: int | None = None, resume: bool = False) -> TrainResult:
-    """Train ``action``'s motion and save weights/, provenance.json and preview.gif in one atomic swap."""
+    """Train ``action``'s motion and save weights/, provenance.json and preview.gif in one atomic swap.
+
+    Under a multi-process launch every process calls this; only the main one locks, reports and saves.
+    """
     library.require(action)
-    with library.lock(action):
-        return _train_locked(config, library, action, host, reporter, steps, resume)
+    manifest = library.manifest(action)
+    settings = train_settings(config, manifest, library.path(action) / "motion.toml")
+    accelerator = _accelerator(config, settings)
+    main = accelerator.is_main_process
+    with library.lock(action) if main else nullcontext():
+        return _train_locked(config, library, action, host, reporter if main else NullReporter(), steps, resume,
+                             manifest, settings, accelerator)
 
 
-def _train_locked(config, library, action, host, reporter, steps, resume) -> TrainResult:
-    import torch
+def _accelerator(config: Any, settings: TrainSection) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # a process may train several times with different precisions
+    return Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum,
+                       cpu=config.runtime.device == "cpu")
+
+
+def _train_locked(config, library, action, host, reporter, steps, resume, manifest, settings,
+                  accelerator) -> TrainResult:
+    import torch
     from diffusers.optimization import get_constant_schedule_with_warmup
 
     from ..model import flash
@@ -117,15 +153,17 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     from ..video import frames_to_tensor, write_gif
 
     started, t0 = _now(), time.perf_counter()
-    manifest = library.manifest(action)
-    settings = train_settings(config, manifest, library.path(action) / "motion.toml")
+    main, rank, processes = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    if processes > 1:  # each process builds on its own device (cuda:RANK; cpu stays cpu)
+        runtime = config.runtime.model_copy(update={"device": str(accelerator.device)})
+        config = config.model_copy(update={"runtime": runtime})
     mam = mam_options(settings)  # None: plain fine-tuning (#1); refuses impossible switch combinations
     total = steps or settings.steps
     prep = config.prepare
     frames, meta = library.load_frames(action, expect={"frames": prep.frames, "size": prep.size, "fps": prep.fps,
                                                        "start": prep.start})
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # the same model and LoRA init in every process
+    generator = torch.Generator().manual_seed(settings.seed + rank)  # each process draws its own clips and noise
     ctx = context_for(config, host, reporter)
     model = build_model(config, host, ctx, training=True)
     backbone = model.backbone
@@ -139,17 +177,24 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
     params = add_motion_lora(backbone, settings.lora_rank, settings.lora_alpha)
     mam_installed = install_mam(backbone, mam) if mam is not None and mam.aligns else {}
     augmented_weight = mam.augmented_weight if mam is not None else 0.0
-    start, losses = _resume(library, action, backbone, reporter) if resume else (0, [])
-    AcceleratorState._reset_state()  # a process may train several times with different precisions
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum,
-                              cpu=config.runtime.device == "cpu")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr)
-    schedule = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)
-    backbone.unet, optimizer, schedule = accelerator.prepare(backbone.unet, optimizer, schedule)
+    unet = backbone.unet  # stays bare (no DDP wrapper): gradients are averaged by _average_gradients
     if settings.gradient_checkpointing:
-        backbone.unet.enable_gradient_checkpointing()
-    backbone.unet.train()
-    latents, prompt_emb = latents.to(accelerator.device), prompt_emb.to(accelerator.device)
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    optimizer = torch.optim.AdamW(params, lr=settings.lr)
+    schedule = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)  # stepped per optimizer step
+    optimizer = accelerator.prepare(optimizer)
+    latents, prompt_emb = latents.to(backbone.device), prompt_emb.to(backbone.device)
+
+    fingerprint = _fingerprint(config, settings, model, manifest, frames, augmentations, processes)
+    folder = _checkpoint_dir(library, action)
+    start, losses = 0, []
+    if resume:
+        start, losses = _resume(folder, fingerprint, total, accelerator, backbone, optimizer, schedule, generator,
+                                reporter, action)
+    elif (folder / STATE).is_file():
+        reporter.note(f"'{action}' has a checkpoint in {folder}; training from step 0 replaces it "
+                      "(pass --resume to continue from it)", level="warning")
 
     def batch() -> tuple[Any, Any]:
         """Latents x ``(B, F, c, h, w)`` and, with strong augmentation, x~ = A(x) of the same shape (else None)."""
@@ -167,29 +212,39 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
         step_loss = 0.0
         for _ in range(settings.grad_accum):
             # backward inside aligned() too: gradient checkpointing re-runs the MAM forwards there
-            with accelerator.accumulate(backbone.unet), aligned(backbone.unet):
+            with accelerator.accumulate(unet), aligned(unet):
                 x, x_aug = batch()
-                loss = flash.training_loss(backbone, x, prompt_emb, generator, augmented=x_aug,
-                                           augmented_weight=augmented_weight)
-                if not math.isfinite(loss.item()):
+                with accelerator.autocast():
+                    loss = flash.training_loss(backbone, x, prompt_emb, generator, augmented=x_aug,
+                                               augmented_weight=augmented_weight)
+                mean_loss = accelerator.reduce(loss.detach(), "mean").item()  # every process sees a divergence
+                if not math.isfinite(mean_loss):
                     reporter.finish()
                     raise TrainingDivergedError(
-                        f"training '{action}' diverged at step {step + 1}: loss is {loss.item()}",
+                        f"training '{action}' diverged at step {step + 1}: loss is {mean_loss}",
                         hint=f"lower train.lr (now {settings.lr}) or set train.mixed_precision = \"no\"; "
                              f"the saved motion was not touched")
                 accelerator.backward(loss)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad()
-            step_loss += loss.item() / settings.grad_accum
+                if accelerator.sync_gradients:
+                    _average_gradients(params, accelerator)
+                    optimizer.step()
+                    if not optimizer.step_was_skipped:  # a mixed-precision overflow skips the step
+                        schedule.step()
+                    optimizer.zero_grad()
+            step_loss += mean_loss / settings.grad_accum
         losses.append(step_loss)
         reporter.advance(1, loss=step_loss)
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
-            _checkpoint(library, action, backbone, step + 1, losses)
+            _checkpoint(folder, accelerator, backbone, optimizer, schedule, generator, step + 1, losses, fingerprint)
     reporter.finish()
 
-    backbone.unet = accelerator.unwrap_model(backbone.unet).eval()
-    uninstall_mam(backbone.unet)  # MAM is training-only
+    unet.eval()
+    uninstall_mam(unet)  # MAM is training-only
+    replicas = _replica_hashes(accelerator, backbone)
+    final_loss = losses[-1] if losses else float("nan")
+    if not main:
+        return TrainResult(action, total, final_loss, time.perf_counter() - t0, library.weights_dir(action),
+                           main_process=False)
     decoder_losses = model.decoder.fit(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
     preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
     run_id = new_run_id()
@@ -211,15 +266,60 @@ def _train_locked(config, library, action, host, reporter, steps, resume) -> Tra
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
             mam={"ablation": ablation_row(settings), "augmented_weight": augmented_weight, "layers": mam_installed},
             decoder_losses=decoder_losses,
+            replicas=replicas,
             files=file_hashes(stage)))
-    _clear_checkpoint(library, action)
+    clear_checkpoint(folder)
     seconds = time.perf_counter() - t0
     reporter.note(f"saved motion '{action}' to {library.weights_dir(action)} ({total} steps, {seconds:.1f}s)")
-    return TrainResult(action, total, losses[-1] if losses else float("nan"), seconds, library.weights_dir(action))
+    return TrainResult(action, total, final_loss, seconds, library.weights_dir(action))
+
+
+def _average_gradients(params: list[Any], accelerator: Any) -> None:
+    """Average the LoRA gradients over processes before the optimizer step (what DDP would all-reduce)."""
+    import torch
+
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    mean = accelerator.reduce(torch.cat([g.flatten() for g in grads]), "mean")  # (P,) all LoRA entries
+    for p, g in zip(params, mean.split([p.numel() for p in params])):
+        p.grad = g.view_as(p)
+
+
+def _replica_hashes(accelerator: Any, backbone: Any) -> list[str]:
+    """sha256 of every process's LoRA tensors, by process index (a collective); all equal while in sync."""
+    import torch
+
+    from ..model.lora import lora_state_dict
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(lora_state_dict(backbone).items()):
+        digest.update(name.encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    mine = torch.frombuffer(bytearray(digest.digest()), dtype=torch.uint8)  # (32,)
+    return [bytes(row.tolist()).hex() for row in accelerator.gather(mine[None].to(accelerator.device)).cpu()]
+
+
+def _fingerprint(config, settings, model, manifest, frames, augmentations, processes) -> dict[str, Any]:
+    """What the training trajectory depends on besides the step count: a resume must find the same."""
+    import numpy as np
+    import torch
+
+    return {
+        "train": settings.model_dump(mode="json", exclude={"steps", "checkpoint_every"}),
+        "backbone": {"name": config.model.backbone, "options": model.backbone_options,
+                     "geometry": model.backbone.geometry()},
+        "augmentations": {name: config.component_options("augmentation", name) for name, _ in augmentations},
+        "runtime": {"device": torch.device(config.runtime.device).type, "attention": config.runtime.attention},
+        "prompt": manifest.prompt,
+        "clips": [c.sha256 for c in manifest.clips],
+        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
+        "num_processes": processes,
+    }
 
 
 def _provenance(run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
-                mam, decoder_losses, files) -> dict[str, Any]:
+                mam, decoder_losses, replicas, files) -> dict[str, Any]:
     import accelerate
     import diffusers
     import peft
@@ -250,6 +350,9 @@ def _provenance(run_id, action, started, t0, host, config, settings, manifest, m
         "mam": mam,
         "clips": [{"file": c.file, "sha256": c.sha256} for c in manifest.clips],
         "resumed_from_step": start or None,
+        "num_processes": len(replicas),
+        "process_seeds": [settings.seed + rank for rank in range(len(replicas))],
+        "replica_lora_sha256": replicas,
         "losses": losses,
         "final_loss": losses[-1] if losses else None,
         "decoder_losses": decoder_losses,
@@ -261,40 +364,52 @@ def _checkpoint_dir(library: Any, action: str) -> Path:
     return Path(library.cache_dir(action)) / CHECKPOINT
 
 
-def _checkpoint(library: Any, action: str, backbone: Any, step: int, losses: list[float]) -> None:
-    """LoRA + step + losses into the action's cache (optimizer state restarts on resume)."""
-    import json
+def _rng_states(accelerator: Any, generator: Any) -> dict[str, Any]:
+    """Every process's random states, name -> ``(P, n)`` uint8 by process index (a collective)."""
+    import torch
 
+    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if accelerator.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(accelerator.device)
+    return {name: accelerator.gather(state[None].to(accelerator.device)).cpu() for name, state in states.items()}
+
+
+def _checkpoint(folder, accelerator, backbone, optimizer, schedule, generator, step, losses, fingerprint) -> None:
+    """Everything the next steps depend on (see :mod:`.checkpoint`); every process calls it, the main one writes."""
     from ..model.lora import lora_state_dict
 
-    folder = _checkpoint_dir(library, action)
-    with atomic_path(folder / LORA_FILE) as tmp:
-        save_lora(tmp, lora_state_dict(backbone), {"step": str(step)})
-    atomic_write(folder / "state.json", json.dumps({"step": step, "losses": losses,
-                                                    "geometry": backbone.geometry()}))
+    rng = _rng_states(accelerator, generator)
+    if accelerator.is_main_process:
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        save_checkpoint(folder, Checkpoint(step, list(losses), fingerprint, lora_state_dict(backbone),
+                                           optimizer.state_dict(), schedule.state_dict(), rng, scaler))
 
 
-def _resume(library: Any, action: str, backbone: Any, reporter: Reporter) -> tuple[int, list[float]]:
-    import json
-
+def _resume(folder, fingerprint, total, accelerator, backbone, optimizer, schedule, generator, reporter,
+            action) -> tuple[int, list[float]]:
+    """Load ``folder``'s checkpoint into the LoRA, optimizer, scheduler and random states -> (step, losses)."""
+    import torch
     from peft import set_peft_model_state_dict
 
     from ..model.lora import ADAPTER
 
-    folder = _checkpoint_dir(library, action)
-    if not (folder / "state.json").exists():
+    saved = load_checkpoint(folder)
+    if saved is None:
         reporter.note(f"no checkpoint for '{action}' in {folder}; starting from step 0", level="warning")
         return 0, []
-    state = json.loads((folder / "state.json").read_text())
-    if state.get("geometry") != backbone.geometry():
-        reporter.note(f"checkpoint in {folder} is for another backbone; starting from step 0", level="warning")
-        return 0, []
-    set_peft_model_state_dict(backbone.unet, load_lora(folder / LORA_FILE), adapter_name=ADAPTER)
-    reporter.note(f"resuming '{action}' from step {state['step']}")
-    return int(state["step"]), list(state["losses"])
-
-
-def _clear_checkpoint(library: Any, action: str) -> None:
-    folder = _checkpoint_dir(library, action)
-    for name in (LORA_FILE, "state.json"):
-        (folder / name).unlink(missing_ok=True)
+    check_fingerprint(folder, saved.fingerprint, fingerprint)
+    if saved.step >= total:
+        raise CheckpointError(f"checkpoint in {folder} is at step {saved.step}, but training stops at step {total}",
+                              hint=f"pass --steps greater than {saved.step}, or drop --resume to train from step 0")
+    set_peft_model_state_dict(backbone.unet, saved.lora, adapter_name=ADAPTER)
+    optimizer.load_state_dict(saved.optimizer)
+    schedule.load_state_dict(saved.scheduler)
+    if saved.scaler is not None:
+        accelerator.scaler.load_state_dict(saved.scaler)
+    rank = accelerator.process_index  # clone(): set_state of a row view (storage offset > 0) crashes torch
+    generator.set_state(saved.rng["generator"][rank].clone())
+    torch.set_rng_state(saved.rng["torch"][rank].clone())
+    if "cuda" in saved.rng:
+        torch.cuda.set_rng_state(saved.rng["cuda"][rank].clone(), accelerator.device)
+    reporter.note(f"resuming '{action}' from step {saved.step}")
+    return saved.step, list(saved.losses)
