@@ -185,3 +185,58 @@ def test_held_out_clips_are_references_and_ground_truth(tmp_path):
     still = evaluate(config, library, "wave", build_host(), clips=[held], animator=Frozen(), out_dir=tmp_path / "s")
     assert good.per_sample[0]["reference"].endswith("a.mp4")
     assert good.summary["motion-fidelity/map_similarity"] > 0.99 > still.summary.get("motion-fidelity/map_similarity", 0)
+
+
+AGGREGATE_PLUGIN = '''
+from flashctl import hookimpl
+
+
+class Count:
+    def __init__(self):
+        self.n = 0
+
+    def __call__(self, generated, *, reference, target=None, prompt=None):
+        self.n += 1
+        self.prompt = prompt
+        return {}
+
+    def compute(self):
+        return {"samples": float(self.n), "prompt_seen": float(self.prompt == "a person waving")}
+
+
+@hookimpl
+def register_metrics(register):
+    register("count", lambda options, ctx: Count(), higher_is_better=True, aggregate=True, accepts_prompt=True)
+'''
+
+
+def test_aggregate_metrics_score_the_whole_set_and_get_the_prompt(tmp_path):
+    """A metric with aggregate=True (e.g. FVD) reports once, from compute(), after every sample updated it."""
+    import numpy as np
+
+    from flashctl.config import load_config
+    from flashctl.library import MotionLibrary
+    from flashctl.pipeline.evaluate import evaluate
+    from flashctl.plugins import host_for
+
+    (tmp_path / "count.py").write_text(AGGREGATE_PLUGIN)
+    (tmp_path / "flashctl.toml").write_text('[prepare]\nframes = 4\nsize = 16\n[eval]\nmetrics = ["count"]\n'
+                                            '[plugins]\npaths = ["count.py"]\n')
+    config = load_config()
+    library = MotionLibrary(config.library_path())
+    (library.root / "wave").mkdir(parents=True)
+    (library.root / "wave" / "motion.toml").write_text('name = "wave"\nprompt = "a person waving"\n')
+    images = []
+    for i in range(3):
+        from PIL import Image
+
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / f"r{i}.png")
+        images.append(tmp_path / f"r{i}.png")
+
+    class Still:
+        def render(self, image, seed):
+            return np.repeat(image[None], 4, axis=0)  # (F, H, W, 3)
+
+    result = evaluate(config, library, "wave", host_for(config), images=images, animator=Still(), out_dir=tmp_path / "e")
+    assert result.summary["count/samples"] == 3.0 and result.summary["count/prompt_seen"] == 1.0
+    assert result.higher_is_better["count/samples"] is True

@@ -46,18 +46,24 @@ class _Metric:
     higher_is_better: dict[str, bool] | bool | None
     requires_target: bool
     plugin: str
+    aggregate: bool = False  # scores a whole set: returns {} per sample, its keys come from ``score.compute()``
+    accepts_prompt: bool = False  # takes the action's prompt as ``prompt=``
 
 
 def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
     """Build every configured metric; errors name the config key (eval.metrics[i] or options.metric.NAME)."""
+    from ..context import context_for
+
+    ctx = context_for(config, host)  # weight-based metrics resolve their weights through it
     source = config.source if config.source != "<defaults>" else "config"
     metrics = []
     for i, name in enumerate(config.eval.metrics):
         spec = host.registry.get("metric", name, where=f"{source}: eval.metrics[{i}]")
-        score = host.registry.create("metric", name, config.component_options("metric", name), ctx=None,
+        score = host.registry.create("metric", name, config.component_options("metric", name), ctx=ctx,
                                      where=source)
         metrics.append(_Metric(name, score, spec.attrs.get("higher_is_better"),
-                               bool(spec.attrs.get("requires_target", False)), f"{spec.plugin} {spec.plugin_version}"))
+                               bool(spec.attrs.get("requires_target", False)), f"{spec.plugin} {spec.plugin_version}",
+                               bool(spec.attrs.get("aggregate", False)), bool(spec.attrs.get("accepts_prompt", False))))
     return metrics
 
 
@@ -157,6 +163,7 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         animator = load_animator(config, library, action, host, reporter)
 
     seed = config.animate.seed
+    prompt = library.manifest(action).prompt
     per_sample: list[dict] = []
     videos: list[np.ndarray] = []
     directions: dict[str, bool | None] = {}
@@ -169,7 +176,8 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
         scores: dict[str, float] = {}
         for metric in active:
-            for key, value in metric.score(generated, reference=reference, target=target).items():
+            extra = {"prompt": prompt} if metric.accepts_prompt else {}
+            for key, value in metric.score(generated, reference=reference, target=target, **extra).items():
                 scores[f"{metric.name}/{key}"] = float(value)
                 directions[f"{metric.name}/{key}"] = _direction(metric, key)
         per_sample.append({"reference": label, "seed": seed, "scores": scores,
@@ -183,6 +191,11 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         finite = [row["scores"][key] for row in per_sample if math.isfinite(row["scores"].get(key, math.nan))]
         if finite:
             summary[key] = sum(finite) / len(finite)
+    for metric in active:
+        if metric.aggregate:  # e.g. FVD: one distance between the generated and the real set
+            for key, value in metric.score.compute().items():
+                summary[f"{metric.name}/{key}"] = float(value)
+                directions[f"{metric.name}/{key}"] = _direction(metric, key)
 
     out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,12 @@ Each metric is ``metric(generated, *, reference, target=None) -> dict[str, float
 ``higher_is_better`` maps every key a metric returns to its direction; ``requires_target`` marks
 metrics that need the real continuation and return ``{}`` without one. Pure torch: the code lives
 in :mod:`.reference` (comparisons with the reference image) and :mod:`.temporal` (the video over time).
+
+The weight-based metrics load local weights named by ``options.metric.<name>.weights`` at factory
+time and never download: :mod:`.clip_score`, :mod:`.lpips`, :mod:`.fvd` (whose module docstrings give
+the expected file layouts), and :mod:`.pose` (MediaPipe, the optional ``flashctl[pose]`` extra).
+``clip-score`` (``accepts_prompt=True``) also takes a ``prompt=`` keyword; ``fvd`` (``aggregate=True``)
+returns ``{}`` per sample and its score from ``compute()`` after the last one.
 """
 
 from __future__ import annotations
@@ -57,6 +63,46 @@ METRICS: list[tuple[str, tuple[str, str], type[Options], dict[str, bool], bool, 
 ]
 
 
+class WeightsOptions(Options):
+    weights: str | None = Field(None, description="local folder with the metric's weights (nothing is downloaded)")
+
+
+class ClipScoreOptions(WeightsOptions):
+    prompt: str | None = Field(None, description="text the frames are scored against; unset: the action's prompt, "
+                                                 "when the caller passes one")
+
+
+class FvdOptions(WeightsOptions):
+    size: int = Field(224, ge=8, le=1024, description="frames are resized to size x size for the video net")
+
+
+class PoseOptions(Options):
+    visibility: float = Field(0.5, ge=0, le=1, description="a landmark counts when its visibility is at least this")
+    min_detection_confidence: float = Field(0.5, ge=0, le=1, description="MediaPipe person-detection threshold")
+
+
+# name, module (with build(options, ctx)), options model, higher_is_better per key, requires target, attrs, summary
+WEIGHT_METRICS: list[tuple[str, str, type[Options], dict[str, bool], bool, dict[str, Any], str]] = [
+    ("clip-score", "clip_score", ClipScoreOptions, {"image_mean": True, "image_min": True, "text": True}, False,
+     {"accepts_prompt": True}, "CLIP similarity of every frame with the reference image and the prompt (local weights)"),
+    ("lpips", "lpips", WeightsOptions, {"first_frame": False, "flicker": False}, False, {},
+     "LPIPS (VGG16) reference vs frame 0 and between consecutive frames (local weights)"),
+    ("fvd", "fvd", FvdOptions, {"fvd": False}, True, {"aggregate": True},
+     "Frechet video distance of generated vs real clips over the whole eval set (local weights)"),
+    ("pose", "pose", PoseOptions, {"joint_error": False, "motion_correlation": True, "detected": True}, True, {},
+     "MediaPipe pose trajectories vs the real continuation (pip install 'flashctl[pose]')"),
+]
+
+
+def _builder(module: str) -> Callable[[Options, Any], Any]:
+    def factory(options: Options, ctx: Any) -> Any:
+        from importlib import import_module
+
+        return import_module(f"{__name__}.{module}").build(options, ctx)
+
+    return factory
+
+
 def _factory(module: str, function: str) -> Callable[[Options, Any], Callable]:
     def factory(options: Options, ctx: Any) -> Callable:
         from importlib import import_module
@@ -71,3 +117,6 @@ def register_metrics(register) -> None:
     for name, (module, function), options, directions, requires_target, summary in METRICS:
         register(name, _factory(module, function), options=options, summary=summary,
                  higher_is_better=directions, requires_target=requires_target)
+    for name, module, options, directions, requires_target, attrs, summary in WEIGHT_METRICS:
+        register(name, _builder(module), options=options, summary=summary,
+                 higher_is_better=directions, requires_target=requires_target, **attrs)
