@@ -43,8 +43,8 @@ class Variant:
 
     def overrides(self) -> list[str]:
         """The config overrides that train this row (``section.key=value``)."""
-        sets = [f"train.{key}={str(getattr(self, key)).lower()}" for key in SWITCHES]
-        return sets + ([f'model.decoder="detail-enhance"'] if self.detail_decoder else [])
+        decoder = "detail-enhance" if self.detail_decoder else "vae"  # the stock decode for rows #1-#5
+        return [f"train.{key}={str(getattr(self, key)).lower()}" for key in SWITCHES] + [f'model.decoder="{decoder}"']
 
     def marks(self) -> str:
         return " ".join("x" if getattr(self, key) else "-" for key in SWITCHES)
@@ -72,16 +72,13 @@ COLUMNS = [
 
 
 class StderrReporter:
-    """flashctl's Reporter protocol: warnings and a final loss line on stderr, nothing on stdout."""
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
+    """flashctl's Reporter protocol: only warnings, on stderr (the script logs one line per run itself)."""
 
     def start(self, task: str, total: int | None = None) -> None:
-        self.last = {}
+        pass
 
     def advance(self, n: int = 1, **metrics: float) -> None:
-        self.last = metrics or self.last
+        pass
 
     def finish(self) -> None:
         pass
@@ -96,9 +93,9 @@ def log(text: str) -> None:
 
 
 def settings(args: argparse.Namespace) -> argparse.Namespace:
-    """``--quick`` shrinks the run to a smoke test: 2 steps, 2 held-out clips, 8 frames at 32 px."""
+    """``--quick`` shrinks the run to a smoke test: 2 steps (and DED steps), 2 held-out clips, 8 frames at 32 px."""
     if args.quick:
-        args.steps, args.heldout, args.frames, args.size, args.animate_steps = 2, 2, 8, 32, 2
+        args.steps, args.heldout, args.frames, args.size, args.animate_steps, args.ded_steps = 2, 2, 8, 32, 2, 2
         args.clips = min(args.clips, 4)
     return args
 
@@ -128,7 +125,9 @@ def variant_config(config_path: Path, variant: Variant, seed: int, args: argpars
     metrics = "[" + ", ".join(f'"{m}"' for m in METRICS) + "]"
     return load_config(config_path, variant.overrides() + [
         f"train.steps={args.steps}", f"train.seed={seed}", f"animate.seed={seed}",
-        f"animate.steps={args.animate_steps}", f"eval.metrics={metrics}", f"runtime.threads={args.threads}"])
+        f"animate.steps={args.animate_steps}", f"eval.metrics={metrics}", f"runtime.threads={args.threads}"]
+        + ([f"train.lr={args.lr}"] if args.lr is not None else [])
+        + ([f"options.decoder.detail-enhance.train_steps={args.ded_steps}"] if args.ded_steps is not None else []))
 
 
 def run_variant(config_path: Path, variant: Variant, seed: int, heldout: list[Path], out: Path,
@@ -137,6 +136,7 @@ def run_variant(config_path: Path, variant: Variant, seed: int, heldout: list[Pa
     from flashctl.errors import FlashctlError
     from flashctl.library import MotionLibrary
     from flashctl.pipeline.evaluate import evaluate
+    from flashctl.pipeline.motion_weights import LORA_FILE
     from flashctl.pipeline.prepare import prepare
     from flashctl.pipeline.train import train
     from flashctl.plugins import host_for
@@ -154,11 +154,13 @@ def run_variant(config_path: Path, variant: Variant, seed: int, heldout: list[Pa
         trained = train(config, library, action, host, reporter=reporter)
         record["train_s"] = time.perf_counter() - t0
         record["final_loss"] = trained.final_loss
+        # DED fitted = the motion saved decoder weights besides its LoRA (the decoder's file name is its own)
+        record["ded_fitted"] = any(f.name != LORA_FILE for f in Path(trained.weights_dir).glob("*.safetensors"))
         t0 = time.perf_counter()
         result = evaluate(config, library, action, host, clips=heldout, reporter=reporter,
                           out_dir=out / "variants" / action)
         record["eval_s"] = time.perf_counter() - t0
-    except FlashctlError as exc:  # one broken row (e.g. DED not wired yet) must not lose the others
+    except FlashctlError as exc:  # one row that fails (a refused switch combination) must not lose the others
         record["error"] = f"{exc} ({exc.hint})" if getattr(exc, "hint", "") else str(exc)
         return record
     record["summary"] = result.summary
@@ -182,6 +184,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             cells[key] = {"mean": statistics.fmean(values) if values else None,
                           "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
         errors = sorted({r["error"] for r in mine if "error" in r})
+        if variant.detail_decoder and any(r.get("ded_fitted") is False for r in mine):
+            errors.append("train saved no detail-decoder weights: this row decoded with an unfitted (zero-init) "
+                          "DED, i.e. exactly like the stock VAE")
         rows.append({"row": variant.row, "name": variant.name,
                      **{key: getattr(variant, key) for key in SWITCHES}, "cells": cells, "errors": errors})
     return rows
@@ -203,7 +208,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join([f"{row['row']} {row['name']}"] + marks
                                        + [_cell(row["cells"][key]) for _, key in COLUMNS]) + " |")
     errors = [f"- {row['row']}: {e}" for row in rows for e in row["errors"]]
-    return "\n".join(lines + ([""] + ["Failed runs:"] + errors if errors else [])) + "\n"
+    return "\n".join(lines + ([""] + ["Notes and failed runs:"] + errors if errors else [])) + "\n"
 
 
 def machine() -> dict[str, Any]:
@@ -237,14 +242,21 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"{variant.row} seed {seed}: train {record['train_s']:.1f}s (loss {record['final_loss']:.4f}), "
                     f"eval {record['eval_s']:.1f}s, motion fidelity "
                     f"{record['summary'].get('motion-fidelity/map_similarity', float('nan')):.3f}")
-    rows = aggregate(records)
-    table = markdown_table(rows)
+            write_report(out, args, started, records)
     scored = [Path(r["metrics_json"]) for r in records if "metrics_json" in r]
     written = write_comparison(compare(scored), out) if scored else {}
+    return write_report(out, args, started, records, comparison={k: str(v) for k, v in written.items()})
+
+
+def write_report(out: Path, args: argparse.Namespace, started: float, records: list[dict[str, Any]],
+                 comparison: dict[str, str] | None = None) -> dict[str, Any]:
+    """ablation.json and ablation.md from the runs so far (rewritten after every run: a stopped run keeps them)."""
+    rows = aggregate(records)
+    table = markdown_table(rows)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "machine": machine(), "wall_s": time.perf_counter() - started, "rows": rows, "runs": records,
-              "comparison": {k: str(v) for k, v in written.items()}}
+              "comparison": comparison or {}}
     (out / "ablation.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "ablation.md").write_text(f"# Ablation ({args.action}, {args.steps} steps, seeds {args.seeds})\n\n"
                                      + table)
@@ -255,7 +267,8 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
 def sanity(args: argparse.Namespace, samples: int = 8) -> dict[str, dict[str, float]]:
     """Motion-fidelity ranking on real synth clips of ``args.action`` vs ``args.other``: mean ± std over
     ``samples`` held-out targets of: the target itself, the same action in another appearance, the other
-    action in another appearance, and the target's first frame frozen."""
+    action in another appearance, the first frame plus fresh noise in every frame (change everywhere, no
+    motion: what an untrained model's flicker scores) and the first frame frozen."""
     import torch
 
     from flashctl.plugins import build_host
@@ -269,11 +282,13 @@ def sanity(args: argparse.Namespace, samples: int = 8) -> dict[str, dict[str, fl
         return frames_to_tensor(video)  # (F, 3, S, S)
 
     found: dict[str, list[float]] = {"ground truth": [], "same action, other appearance": [],
-                                     "other action": [], "frozen first frame": []}
+                                     "other action": [], "first frame + per-frame noise": [],
+                                     "frozen first frame": []}
     for i in range(samples):
         target = clip(args.action, i)
+        noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(i))  # (F, 3, S, S)
         candidates = [target, clip(args.action, 1000 + i), clip(args.other, 1000 + i),
-                      target[:1].expand_as(target)]
+                      (target[:1] + 0.1 * noise).clamp(-1, 1), target[:1].expand_as(target)]
         for name, video in zip(found, candidates):
             found[name].append(score(video, reference=target[0], target=target)["map_similarity"])
     return {name: {"mean": statistics.fmean(v), "std": statistics.stdev(v)} for name, v in found.items()}
@@ -288,6 +303,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training/sampling seeds")
     p.add_argument("--size", type=int, default=64, help="square side in pixels")
     p.add_argument("--frames", type=int, default=16, help="frames per clip")
+    p.add_argument("--lr", type=float, default=None, help="train.lr (default: the config's)")
+    p.add_argument("--ded-steps", type=int, default=None, help="DED fitting steps (default: the plugin's)")
     p.add_argument("--animate-steps", type=int, default=20, help="denoising steps when evaluating")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (holds a fresh project)")

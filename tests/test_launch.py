@@ -5,7 +5,6 @@ The launch command is the one a user types; ``--multi_gpu`` picks accelerate's t
 launcher, which without a hostfile runs a single process).
 """
 
-import json
 import os
 import socket
 import subprocess
