@@ -27,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flashctl.model.cross_frame import set_num_frames
+
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "a person waves"
 
@@ -73,7 +75,7 @@ def compare_pipelines(host: Any, frames: int, size: int, steps: int, repeat: int
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
     def stock() -> Any:
-        backbone._set_frames(frames)  # the cross-frame processors need the frame count, as denoise sets it
+        set_num_frames(backbone.unet, frames)  # the cross-frame processors need the frame count, as denoise sets it
         return pipe(prompt_embeds=anim.prompt_emb, num_frames=frames, height=size, width=size,
                     num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(0),
                     output_type="np").frames
