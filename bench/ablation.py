@@ -23,6 +23,8 @@ import shutil
 import statistics
 import sys
 import time
+
+from flashctl.progress import NullReporter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,17 +73,8 @@ COLUMNS = [
 ]
 
 
-class StderrReporter:
+class StderrReporter(NullReporter):
     """flashctl's Reporter protocol: only warnings, on stderr (the script logs one line per run itself)."""
-
-    def start(self, task: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, n: int = 1, **metrics: float) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
     def note(self, text: str, level: str = "info") -> None:
         if level != "info":

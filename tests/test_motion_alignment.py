@@ -24,15 +24,6 @@ B, FRAMES, LATENT = 2, 3, 4
 TINY = AnimateDiffOptions(channels=(16, 32), vae_channels=(8, 8, 8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine spin-wait; one is an order of magnitude faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def shared():
     backbone = build_backbone(TINY, BuildContext())

@@ -24,15 +24,6 @@ from flashctl_svd.schedule import noise_condition
 F, S = 4, 32  # frames, pixels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny models are latency-bound; one thread avoids oversubscribing the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def host():
     return build_host()

@@ -25,15 +25,6 @@ PLAIN = {"motion_align": False, "correspondence_align": False}  # plain fine-tun
 SMALL = {"backbone": {"animatediff": {"channels": [16, 32], "vae_channels": [8, 8, 8]}}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine spin-wait; one is an order of magnitude faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def host():
     return build_host()

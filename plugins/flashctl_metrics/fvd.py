@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flashctl.errors import FlashctlError, WeightsFileError
+from flashctl.errors import FlashctlError
 
-from .loading import device_of, read_tensors, take, weights_file
+from .loading import device_of, load_strict, read_tensors, take, weights_file
 
 FILENAME = "fvd_video_net.safetensors"
 LAYOUT = "3-D conv tensors `convs.N.weight` (C_out, C_in, k, k, k) and `convs.N.bias`"
@@ -90,13 +90,7 @@ def load_video_net(path: Any) -> VideoFeatureNet:
     stages = max(1, sum(name.startswith("convs.") and name.endswith(".weight") for name in tensors))
     shapes = [tuple(take(tensors, f"convs.{i}.weight", path, 5).shape) for i in range(stages)]
     model = VideoFeatureNet(tuple(s[0] for s in shapes), tuple(s[2] for s in shapes))
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
-        raise WeightsFileError(f"weights file {path} does not fit the FVD video-net layout: {detail[:300]}",
-                               hint="see flashctl_metrics.fvd for the expected tensor names") from None
-    return model.eval().requires_grad_(False)
+    return load_strict(model, tensors, path, "FVD video-net", "flashctl_metrics.fvd")
 
 
 class FrechetVideoDistance:

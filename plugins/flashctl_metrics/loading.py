@@ -68,3 +68,14 @@ def take(tensors: dict[str, Any], name: str, path: Path, ndim: int) -> Any:
 
 def device_of(ctx: Any) -> str:
     return getattr(ctx, "device", None) or "cpu"
+
+
+def load_strict(model: Any, tensors: dict[str, Any], path: Path, layout: str, module: str) -> Any:
+    """Load ``tensors`` into ``model`` exactly; a mismatch names the file and the expected ``layout``."""
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise WeightsFileError(f"weights file {path} does not fit the {layout} layout: {detail[:300]}",
+                               hint=f"see {module} for the expected tensor names") from None
+    return model.eval().requires_grad_(False)

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from flashctl.errors import WeightsFileError
 
-from .loading import device_of, read_tensors, take, weights_file
+from .loading import device_of, load_strict, read_tensors, take, weights_file
 
 FILENAME = "lpips_vgg16.safetensors"
 LAYOUT = "VGG16 `features.N.weight/bias` and LPIPS `linK.model.1.weight` tensors"
@@ -102,13 +101,7 @@ def load_lpips(path: Any) -> LPIPS:
     tensors = read_tensors(path)
     widths = tuple(int(take(tensors, f"lin{k}.model.1.weight", path, 4).shape[1]) for k in range(len(VGG16_DEPTHS)))
     model = LPIPS(widths)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
-        raise WeightsFileError(f"weights file {path} does not fit the VGG16 LPIPS layout: {detail[:300]}",
-                               hint="see flashctl_metrics.lpips for the expected tensor names") from None
-    return model.eval().requires_grad_(False)
+    return load_strict(model, tensors, path, "VGG16 LPIPS", "flashctl_metrics.lpips")
 
 
 class LpipsMetric:
