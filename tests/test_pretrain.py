@@ -3,6 +3,7 @@
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +134,22 @@ def test_residual_target_diffuses_the_difference_from_frame_0(registry, predicti
     assert "target" not in latent.geometry()  # the default geometry is unchanged
     with pytest.raises(IncompatibleMotionError, match="base_config_sha256"):
         check_compatible("wave", {"backbone": {"geometry": latent.geometry()}}, residual.geometry())
+
+
+def test_recolour_is_one_remap_per_clip_and_keeps_motion():
+    import importlib.util
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_base.py"
+    spec = importlib.util.spec_from_file_location("pretrain_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    frames[2] = frames[0]  # a frame that repeats: it must stay identical to frame 0 after the remap
+    outs = [script.recolour(frames, seed) for seed in range(12)]
+    assert all(np.array_equal(o, script.recolour(frames, s)) for s, o in enumerate(outs))  # deterministic
+    changed = [o for o in outs if not np.array_equal(o, frames)]
+    assert 0 < len(changed) < len(outs)  # about half the clips are remapped
+    assert all(np.array_equal(o[2], o[0]) for o in changed)  # same remap on every frame
