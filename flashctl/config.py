@@ -30,7 +30,7 @@ class Section(BaseModel):
 
 
 class LibrarySection(Section):
-    path: str = Field("motions", description="motion library folder, relative to the config file")
+    path: str = Field("motions", description="motion library folder, relative to this config file")
 
 
 class ModelSection(Section):
@@ -79,7 +79,7 @@ class AnimateSection(Section):
     seed: int = Field(0, description="same seed, same video")
     formats: list[str] = Field(["mp4"], description="output formats (`flashctl plugins --kind video_format`)")
     contact_sheet: bool = Field(True, description="also write a PNG grid of the frames")
-    out: str = Field("outputs", description="output folder for animate")
+    out: str = Field("outputs", description="output folder for animate, relative to this config file")
 
 
 class EvalSection(Section):
@@ -125,9 +125,13 @@ class FlashConfig(Section):
     def root(self) -> Path:
         return Path(self.source).parent if self.source != "<defaults>" else Path.cwd()
 
+    def project_path(self, raw: str) -> Path:
+        """A path from the config: relative ones are relative to the config file's folder."""
+        p = Path(raw).expanduser()
+        return (p if p.is_absolute() else self.root() / p).resolve()
+
     def library_path(self) -> Path:
-        p = Path(self.library.path).expanduser()
-        return p if p.is_absolute() else self.root() / p
+        return self.project_path(self.library.path)
 
     def component_options(self, kind: str, name: str) -> dict[str, Any]:
         return self.options.get(kind, {}).get(name, {})

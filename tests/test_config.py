@@ -103,3 +103,11 @@ def test_options_for_unknown_component_rejected(tmp_path):
     with pytest.raises(UnknownComponentError) as info:
         validate_components(config, build_host().registry)
     assert "first-frame" in info.value.hint
+
+
+def test_paths_in_a_config_are_relative_to_its_folder(tmp_path):
+    (tmp_path / "proj").mkdir()
+    path = write(tmp_path / "proj", '[library]\npath = "../shared/motions"\n[animate]\nout = "renders"\n')
+    config = load_config(path)
+    assert config.library_path() == (tmp_path / "shared" / "motions").resolve()
+    assert config.project_path(config.animate.out) == (tmp_path / "proj" / "renders").resolve()

@@ -32,7 +32,7 @@ def expand_images(paths: list[Path]) -> list[Path]:
 def animate(
     action: Annotated[str, typer.Option("--action", "-a", help="A trained action in the motion library.")],
     image: Annotated[list[Path], typer.Option("--image", "-i", help="Reference image or folder of images (repeatable).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: animate.out).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: animate.out, relative to the config file).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: animate.seed).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Denoising steps (default: animate.steps).")] = None,
     fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Output format: mp4, gif, png (repeatable).")] = None,
@@ -46,7 +46,7 @@ def animate(
     if steps is not None:
         overrides.append(f"animate.steps={steps}")
     config = state.config(overrides)
-    out_dir = out or Path(config.animate.out)
+    out_dir = out or config.project_path(config.animate.out)
     reporter = RichReporter()
     results = run(config, state.library(config), action, expand_images(image), out_dir, state.host(config),
                   reporter=reporter, formats=fmt, seed=seed)
