@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -89,9 +90,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # checkpoint and stop, as on Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    # background jobs ignore SIGINT; `kill PID` (SIGTERM) must checkpoint too
+    signal.signal(signal.SIGTERM, _interrupt)
     import torch
     from flashctl_synth.actions import ACTIONS
     from flashctl_synth.render import render_clip
