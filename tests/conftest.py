@@ -16,6 +16,14 @@ def _one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def host():
+    """The plugin host with every built-in plugin, as installed (built once: registration is pure)."""
+    from flashctl.plugins import build_host
+
+    return build_host()
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     for key in list(os.environ):

@@ -10,13 +10,7 @@ from flashctl.model import flash
 from flashctl.model.diffusion import make_scheduler
 from flashctl.pipeline.animate import animate, load_animator
 from flashctl.pipeline.train import train
-from flashctl.plugins import build_host
 from motion_kit import FRAMES, SIZE, make_action, synthetic_clips, tiny_config
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 @pytest.fixture(scope="module")

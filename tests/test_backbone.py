@@ -8,14 +8,8 @@ from flashctl.context import BuildContext
 from flashctl.errors import WeightsNotFoundError
 from flashctl.model.cross_frame import CrossFrameAttnProcessor
 from flashctl.model.interfaces import Backbone, Decoder
-from flashctl.plugins import build_host
 
 F, S = 4, 32  # frames, pixels
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 @pytest.fixture(scope="module")

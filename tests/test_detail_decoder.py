@@ -10,15 +10,9 @@ from flashctl.context import BuildContext
 from flashctl.errors import ConfigError, TrainingDivergedError, WeightsFileError, WeightsNotFoundError
 from flashctl.model.detail_decoder import DetailEnhanceDecoder, fit_detail_decoder
 from flashctl.model.interfaces import Decoder
-from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 
 S, F, SQUARE = 32, 6, 10  # pixels, frames per clip, side of the moving square
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 def _textured_clips(n: int, seed: int) -> torch.Tensor:

@@ -53,11 +53,6 @@ class Exploding(Oracle):
         return super().render(image, seed)
 
 
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
-
-
 @pytest.fixture
 def library(tmp_path):
     lib = MotionLibrary(tmp_path / "motions")
@@ -157,7 +152,6 @@ def test_held_out_clips_are_references_and_ground_truth(tmp_path):
     from flashctl.config import load_config
     from flashctl.library import MotionLibrary
     from flashctl.pipeline.evaluate import evaluate
-    from flashctl.plugins import build_host
 
     (tmp_path / "flashctl.toml").write_text('[prepare]\nframes = 6\nsize = 16\n[eval]\nmetrics = ["motion-fidelity"]\n')
     config = load_config()

@@ -19,7 +19,6 @@ from flashctl.config import load_config
 from flashctl.errors import CheckpointError
 from flashctl.library import MotionLibrary
 from flashctl.pipeline.train import train
-from flashctl.plugins import build_host
 from motion_kit import make_action
 
 PROJECT = """\
@@ -81,11 +80,6 @@ def launch(root: Path, *program: str) -> subprocess.CompletedProcess:
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                *program]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from flashctl.errors import MetricsFileError
 from flashctl.library import MotionLibrary
 from flashctl.pipeline.evaluate import EvalResult, evaluate
 from flashctl.pipeline.report import compare, format_value, load_result, write_comparison, write_report
-from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 from flashctl.video import contact_sheet, probe
 
@@ -57,11 +56,6 @@ def make_library(root, actions=("wave",)) -> MotionLibrary:
             f'schema_version = 1\nname = "{action}"\nprompt = "a person doing {action}"\n')
         lib.save_frames(action, np.stack([clip(i) for i in range(CLIPS)]), {"frames": FRAMES, "size": SIZE})
     return lib
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 def decoded_images(page: str) -> list[Image.Image]:

@@ -11,7 +11,6 @@ from flashctl.errors import CheckpointError
 from flashctl.library import MotionLibrary
 from flashctl.model import flash
 from flashctl.pipeline.train import train
-from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 from motion_kit import make_action, synthetic_clips, tiny_config
 
@@ -24,11 +23,6 @@ CHECKPOINT_FILES = {"state.json", "lora.safetensors", "optimizer.safetensors", "
 
 class Crash(Exception):
     """Stands in for a killed process."""
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 def crash_after(monkeypatch, calls: int) -> None:

@@ -14,15 +14,9 @@ from flashctl.model import runtime as rt
 from flashctl.model.cross_frame import CrossFrameAttnProcessor
 from flashctl.model.lora import add_motion_lora, lora_state_dict
 from flashctl.pipeline.motion_weights import build_model
-from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 
 FRAMES = 3
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 def _backbone(host, name: str = "animatediff"):

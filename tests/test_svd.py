@@ -18,15 +18,9 @@ from flashctl.model.cross_frame import CrossFrameAttnProcessor
 from flashctl.model.diffusion import add_noise, make_scheduler, training_target
 from flashctl.model.interfaces import Backbone
 from flashctl.model.lora import add_motion_lora
-from flashctl.plugins import build_host
 from flashctl_svd.schedule import noise_condition
 
 F, S = 4, 32  # frames, pixels
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from flashctl.model import flash
 from flashctl.model.lora import add_motion_lora
 from flashctl.model.motion_alignment import CorrespondenceAlignProcessor, MotionAlignProcessor
 from flashctl.pipeline.train import train
-from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 from flashctl.video import frames_to_tensor
 from motion_kit import make_action, tiny_config
@@ -23,11 +22,6 @@ from flashctl_animatediff import AnimateDiffOptions
 
 PLAIN = {"motion_align": False, "correspondence_align": False}  # plain fine-tuning needs both aligns off
 SMALL = {"backbone": {"animatediff": {"channels": [16, 32], "vae_channels": [8, 8, 8]}}}
-
-
-@pytest.fixture(scope="module")
-def host():
-    return build_host()
 
 
 def _clip_latents(backbone):

@@ -13,6 +13,8 @@ correspondences the Motion Alignment Module aligns: it subclasses this processor
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
@@ -20,6 +22,12 @@ from einops import rearrange
 
 KERNELS = ("sdpa", "eager")
 STOCK_EAGER = AttnProcessor()  # diffusers' matmul-softmax processor; stateless
+
+
+# processor names of spatial self-attention (the layers cross-frame attention replaces) and the LoRA
+# target of their query projection: the same in every diffusers video U-Net we wrap
+SPATIAL_SELF_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor")
+CROSS_FRAME_QUERY = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_q"
 
 
 class CrossFrameAttnProcessor(AttnProcessor2_0):

@@ -20,7 +20,7 @@ from diffusers import (
 from einops import rearrange
 
 from flashctl.model.configs import geometry_record, public_config
-from flashctl.model.cross_frame import install_cross_frame, set_num_frames
+from flashctl.model.cross_frame import CROSS_FRAME_QUERY, SPATIAL_SELF_ATTN, install_cross_frame, set_num_frames
 
 from . import AnimateDiffOptions
 from .components import (
@@ -31,11 +31,10 @@ from .components import (
     tiny_components,
 )
 
-SPATIAL_SELF_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor")
 TEMPORAL_ATTN = re.compile(r"(.*\.)?motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.processor")
 LORA_TARGETS = [
     r".*motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)",
-    r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_q",
+    CROSS_FRAME_QUERY,
 ]
 
 

@@ -27,18 +27,19 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from flashctl.model.configs import geometry_record, public_config
-from flashctl.model.cross_frame import install_cross_frame, set_num_frames
+from flashctl.model.cross_frame import CROSS_FRAME_QUERY, SPATIAL_SELF_ATTN, install_cross_frame, set_num_frames
 
 from . import SVDOptions
 from .components import Components, svd_components, tiny_components
 from .schedule import TRAIN_STEPS, noise_condition, scheduler_config
 
-SPATIAL_SELF_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.processor")
 TEMPORAL_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.temporal_transformer_blocks\.\d+\.attn1\.processor")
 LORA_TARGETS = [
     r".*temporal_transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)",
-    r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_q",
+    CROSS_FRAME_QUERY,
 ]
+
+
 class SVDBackbone:
     name = "svd"
     lora_targets = LORA_TARGETS
