@@ -48,16 +48,16 @@ def hand_setup(cross_frame: bool, args: argparse.Namespace):
     import torch
     from diffusers import DDPMScheduler, UNetMotionModel
     from flashctl_animatediff import AnimateDiffOptions
-    from flashctl_animatediff.backbone import LORA_TARGETS, SPATIAL_SELF_ATTN
+    from flashctl_animatediff.backbone import LORA_TARGETS, TEMPORAL_ATTN
     from flashctl_animatediff.components import tiny_components
     from peft import LoraConfig, inject_adapter_in_model
 
-    from flashctl.model.cross_frame import install_cross_frame, set_num_frames
+    from flashctl.model.cross_frame import set_num_frames, split_attention
 
     parts = tiny_components(AnimateDiffOptions())
     unet = UNetMotionModel.from_unet2d(parts.unet2d, parts.adapter)
     if cross_frame:
-        install_cross_frame(unet, [n for n in unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)])
+        split_attention(unet, TEMPORAL_ATTN)
         set_num_frames(unet, args.frames)
     unet.requires_grad_(False)
     inject_adapter_in_model(LoraConfig(r=8, lora_alpha=8, target_modules="|".join(LORA_TARGETS)), unet)

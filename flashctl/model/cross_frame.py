@@ -100,3 +100,10 @@ def set_num_frames(unet: torch.nn.Module, frames: int) -> None:
     for proc in unet.attn_processors.values():
         if isinstance(proc, CrossFrameAttnProcessor):
             proc.num_frames = frames
+
+
+def split_attention(unet: torch.nn.Module, temporal: re.Pattern[str]) -> tuple[list[str], list[str]]:
+    """(spatial self-attention, temporal attention) processor names; the spatial ones become cross-frame."""
+    spatial = [n for n in unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
+    install_cross_frame(unet, spatial)
+    return spatial, [n for n in unet.attn_processors if temporal.fullmatch(n)]

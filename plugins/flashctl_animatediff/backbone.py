@@ -20,7 +20,8 @@ from diffusers import (
 from einops import rearrange
 
 from flashctl.model.configs import geometry_record, public_config
-from flashctl.model.cross_frame import CROSS_FRAME_QUERY, SPATIAL_SELF_ATTN, install_cross_frame, set_num_frames
+from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
+from flashctl.model.modules import freeze
 
 from . import AnimateDiffOptions
 from .components import (
@@ -49,13 +50,8 @@ class AnimateDiffBackbone:
         self._adapter_config = public_config(components.adapter.config)
         self.unet = UNetMotionModel.from_unet2d(components.unet2d, components.adapter)
         self.vae, self.text_encoder, self.tokenizer = components.vae, components.text_encoder, components.tokenizer
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.requires_grad_(False).eval().to(device)
-            if dtype != torch.float32:
-                module.to(dtype=dtype)
-        self.spatial_attention = [n for n in self.unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
-        self.temporal_attention = [n for n in self.unet.attn_processors if TEMPORAL_ATTN.fullmatch(n)]
-        install_cross_frame(self.unet, self.spatial_attention)
+        freeze((self.unet, self.vae, self.text_encoder), device, dtype)
+        self.spatial_attention, self.temporal_attention = split_attention(self.unet, TEMPORAL_ATTN)
         self.scheduler_config = {
             "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
             "prediction_type": options.prediction_type, "clip_sample": False, "steps_offset": 1,

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from flashctl.model.configs import geometry_record, public_config
-from flashctl.model.cross_frame import CROSS_FRAME_QUERY, SPATIAL_SELF_ATTN, install_cross_frame, set_num_frames
+from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
+from flashctl.model.modules import freeze
 
 from . import SVDOptions
 from .components import Components, svd_components, tiny_components
@@ -48,17 +49,12 @@ class SVDBackbone:
         self.options = options
         self.base_id = components.base_id
         self.unet, self.vae, self.image_encoder = components.unet, components.vae, components.image_encoder
-        for module in (self.unet, self.vae, self.image_encoder):
-            module.requires_grad_(False).eval().to(device)
-            if dtype != torch.float32:
-                module.to(dtype=dtype)
+        freeze((self.unet, self.vae, self.image_encoder), device, dtype)
         extractor = components.feature_extractor
         self._clip_mean = torch.tensor(extractor.image_mean).view(1, 3, 1, 1)  # (1, 3, 1, 1)
         self._clip_std = torch.tensor(extractor.image_std).view(1, 3, 1, 1)  # (1, 3, 1, 1)
         self.feature_extractor = extractor
-        self.spatial_attention = [n for n in self.unet.attn_processors if SPATIAL_SELF_ATTN.fullmatch(n)]
-        self.temporal_attention = [n for n in self.unet.attn_processors if TEMPORAL_ATTN.fullmatch(n)]
-        install_cross_frame(self.unet, self.spatial_attention)
+        self.spatial_attention, self.temporal_attention = split_attention(self.unet, TEMPORAL_ATTN)
         self.scheduler_config = scheduler_config(options.sigma_min, options.sigma_max)
         self._embedding_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
