@@ -79,6 +79,8 @@ class AnimateSection(Section):
     seed: int = Field(0, description="same seed, same video")
     formats: list[str] = Field(["mp4"], description="output formats (`flashctl plugins --kind video_format`)")
     contact_sheet: bool = Field(True, description="also write a PNG grid of the frames")
+    anchor: bool = Field(False, description="add each frame's decoded change from frame 0 to the exact input image: "
+                                            "frame 0 is the image, still regions keep its pixels")
     out: str = Field("outputs", description="output folder for animate, relative to this config file")
 
 

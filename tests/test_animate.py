@@ -120,3 +120,25 @@ def test_unreadable_image_fails_before_anything_is_written(trained, host, tmp_pa
     with pytest.raises(ImageReadError):
         animate(config, library, "slide", [bad], tmp_path / "out", host, formats=["gif"])
     assert not (tmp_path / "out").exists()
+
+
+def test_anchor_cancels_a_constant_decoder_error_and_keeps_the_change():
+    reference = torch.rand(1, 3, 8, 8) - 0.5  # (B, 3, H, W), away from the clamp at +-1
+    drift = torch.tensor([0.1, -0.05, 0.02]).view(1, 1, 3, 1, 1)  # the decoder's colour error, every frame
+    motion = torch.zeros(1, 4, 3, 8, 8)
+    motion[:, 2, :, 2:4, 2:4] = 0.3  # something moves in frame 2 only
+    decoded = reference[:, None] + drift + motion  # (B, F, 3, H, W)
+    anchored = flash.anchor_to_reference(decoded, reference)
+    assert torch.equal(anchored[:, 0], reference)
+    assert torch.allclose(anchored[:, 1], reference, atol=1e-6)
+    assert torch.allclose(anchored[:, 2] - reference, motion[:, 2], atol=1e-6)
+
+
+def test_anchor_setting_makes_frame_zero_the_input_image(trained, host):
+    config, library = trained
+    image = np.random.default_rng(3).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    plain = load_animator(config, library, "slide", host).render(image, seed=1)
+    anchoring = config.model_copy(update={"animate": config.animate.model_copy(update={"anchor": True})})
+    anchored = load_animator(anchoring, library, "slide", host).render(image, seed=1)
+    assert np.abs(anchored[0].astype(int) - image).max() <= 1  # [-1, 1] round trip
+    assert np.abs(plain[0].astype(int) - image).max() > 10  # the random VAE does not reproduce it

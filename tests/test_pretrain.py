@@ -101,7 +101,10 @@ def test_final_folder_loads_as_the_tiny_base_with_the_same_outputs(tmp_path, reg
     assert provenance["bytes"] == sum(f.stat().st_size for f in final.rglob("*") if f.is_file()) - \
         (final / "provenance.json").stat().st_size - (final / "README.md").stat().st_size
     assert provenance["bytes"] <= MAX_BYTES
-    loaded = registry.create("backbone", "animatediff", {"base": str(final), "target": "residual"}, BuildContext())
+    loaded = registry.create("backbone", "animatediff", {"base": str(final)}, BuildContext())
+    assert (loaded.options.target, loaded.options.prediction_type) == ("residual", "v_prediction")  # the base's record
+    with pytest.raises(ConfigError, match="options.backbone.animatediff.prediction_type = 'epsilon'.*v_prediction"):
+        registry.create("backbone", "animatediff", {"base": str(final), "prediction_type": "epsilon"}, BuildContext())
     scale = loaded.vae.config.scaling_factor
     assert scale == pytest.approx(trained.vae.config.scaling_factor) and scale != 0.18215  # fitted, not default
     video = torch.rand(1, F, 3, S, S, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, F, 3, H, W)
@@ -111,7 +114,8 @@ def test_final_folder_loads_as_the_tiny_base_with_the_same_outputs(tmp_path, reg
     assert torch.allclose(z, trained.encode_video(video), atol=1e-5)
     out = loaded.denoise(z, torch.tensor([300]), emb)
     assert torch.allclose(out, trained.denoise(z, torch.tensor([300]), emb), atol=1e-5)
-    fresh = registry.create("backbone", "animatediff", {"target": "residual"}, BuildContext())
+    fresh = registry.create("backbone", "animatediff", {"target": "residual", "prediction_type": "v_prediction"},
+                            BuildContext())
     assert not torch.allclose(out, fresh.denoise(z, torch.tensor([300]), emb), atol=1e-3)
     assert loaded.geometry()["base"] != fresh.geometry()["base"]
 
@@ -153,3 +157,16 @@ def test_recolour_is_one_remap_per_clip_and_keeps_motion():
     changed = [o for o in outs if not np.array_equal(o, frames)]
     assert 0 < len(changed) < len(outs)  # about half the clips are remapped
     assert all(np.array_equal(o[2], o[0]) for o in changed)  # same remap on every frame
+
+
+def test_motion_weights_count_where_frames_change_and_leave_still_pixels_at_one():
+    from flashctl.model.flash import motion_weights
+
+    latents = torch.zeros(1, 3, 4, 8, 8)  # (B, F, c, h, w): still except one moving patch
+    latents[:, 1, :, 2, 2] = 1.0
+    latents[:, 2, :, 5, 5] = 2.0
+    w = motion_weights(latents, strength=4.0)  # (B, F, 1, h, w)
+    assert w.shape == (1, 3, 1, 8, 8)
+    assert torch.all(w[:, 0] == 1) and w[0, 1, 0, 0, 0] == 1 and w[0, 2, 0, 0, 0] == 1
+    assert w[0, 2, 0, 5, 5] > w[0, 1, 0, 2, 2] > 1  # more change, more weight
+    assert w[:, 1:].mean().item() == pytest.approx(1 + 4.0)  # normalised: the mean extra weight is the strength

@@ -28,15 +28,29 @@ def draw_noise(latents: torch.Tensor, num_train_timesteps: int,
     return noise, timesteps
 
 
+def motion_weights(latents: torch.Tensor, strength: float) -> torch.Tensor:
+    """Loss weights ``(B, F, 1, h, w)``: ``1 + strength * |z_f - z_0| / mean |z_f - z_0|`` over the batch.
+
+    A small moving figure is a few latent pixels per frame; weighting them up keeps the background from
+    drowning the motion signal when a base is learned from scratch.
+    """
+    change = (latents - latents[:, :1]).abs().mean(2, keepdim=True)  # (B, F, 1, h, w)
+    return 1 + strength * change / change[:, 1:].mean().clamp_min(1e-6)
+
+
 def denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, noise: torch.Tensor,
-                   timesteps: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
-    """Per-video MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean."""
+                   timesteps: torch.Tensor, prompt_emb: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-video MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean; ``weights`` broadcast per element."""
     noisy = add_noise(scheduler, latents, noise, timesteps)  # (B, F, c, h, w)
     noisy = torch.cat([latents[:, :1], noisy[:, 1:]], dim=1)  # frame 0 stays the clean reference
     context = prompt_emb.expand(latents.shape[0], -1, -1)  # (B, seq, dim)
     pred = backbone.denoise(noisy, timesteps, context)  # (B, F, c, h, w)
     target = training_target(scheduler, latents, noise, timesteps)
-    return F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none").flatten(1).mean(1)
+    error = F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none")  # (B, F-1, c, h, w)
+    if weights is not None:
+        error = error * weights[:, 1:]
+    return error.flatten(1).mean(1)
 
 
 def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, augmented: torch.Tensor,
@@ -57,15 +71,18 @@ def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Ten
 
 def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: torch.Tensor,
                   generator: torch.Generator, augmented: torch.Tensor | None = None,
-                  augmented_weight: float = 1.0) -> torch.Tensor:
+                  augmented_weight: float = 1.0, motion_weight: float = 0.0) -> torch.Tensor:
     """Mean denoising loss of clips x ``(B, F, c, h, w)``; ``prompt_emb`` is ``(1 or B, seq, dim)``.
+
+    ``motion_weight`` > 0 weights each element by :func:`motion_weights` (unpaired batches only).
 
     With ``augmented`` x~ (same shape): ``mean L(x) + augmented_weight * mean L(x~)`` from the paired batch.
     """
     scheduler = training_scheduler(backbone.scheduler_config)
     noise, timesteps = draw_noise(batch_latents, scheduler.config.num_train_timesteps, generator)
     if augmented is None:
-        return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb).mean()
+        weights = motion_weights(batch_latents, motion_weight) if motion_weight else None
+        return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb, weights).mean()
     loss, loss_aug = paired_denoising_loss(backbone, scheduler, batch_latents, augmented, noise, timesteps,
                                            prompt_emb)
     return loss.mean() + augmented_weight * loss_aug.mean()
@@ -104,9 +121,24 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
 @torch.no_grad()
 def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
            steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it."""
+           generator: torch.Generator | None = None, anchor: bool = False) -> torch.Tensor:
+    """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it.
+
+    ``anchor``: return :func:`anchor_to_reference` of the decoded video (frame 0 is the image itself).
+    """
     reference_latent = backbone.encode_video(reference_image[:, None])[:, 0]  # (B, c, h, w)
     latents = sample_latents(backbone, reference_latent, prompt_emb, frames, steps, scheduler, guidance_scale,
                              negative_emb, generator)
-    return decoder.decode(latents, reference_image.to(backbone.device, backbone.dtype))
+    reference_image = reference_image.to(backbone.device, backbone.dtype)
+    video = decoder.decode(latents, reference_image)  # (B, F, 3, H, W)
+    return anchor_to_reference(video, reference_image) if anchor else video
+
+
+def anchor_to_reference(video: torch.Tensor, reference_image: torch.Tensor) -> torch.Tensor:
+    """``reference + (video_f - video_0)`` per frame: video ``(B, F, 3, H, W)``, reference ``(B, 3, H, W)``, [-1, 1].
+
+    The decoder's systematic error (colour drift, blur) is the same in every frame, so it cancels where nothing
+    moves; frame 0 becomes the reference exactly.
+    """
+    change = video - video[:, :1]  # (B, F, 3, H, W)
+    return (reference_image[:, None].to(video) + change).clamp(-1, 1)

@@ -45,7 +45,8 @@ class Animator:
         reference = frames_to_tensor(fit_square(image, self.size)[None])  # (1, 3, S, S)
         scheduler = make_scheduler(s.scheduler, backbone.scheduler_config)
         video = sample(backbone, self.model.decoder, reference, self.prompt_emb, self.frames, s.steps, scheduler,
-                       s.guidance_scale, self.negative_emb, torch.Generator().manual_seed(seed))  # (1, F, 3, S, S)
+                       s.guidance_scale, self.negative_emb, torch.Generator().manual_seed(seed),
+                       anchor=s.anchor)  # (1, F, 3, S, S)
         return tensor_to_frames(video[0].float().cpu())
 
 

@@ -41,7 +41,7 @@ from ..progress import NullReporter, Reporter
 STAGES = ("vae", "unet")
 VAE_BASE, FINAL, CHECKPOINTS, SAMPLES, LOG = "vae-base", "final", "checkpoints", "samples", "train.log"
 MAX_BYTES = 40 * 2**20
-RESUME_KEYS = ("frames", "size", "actions", "seed", "target", "vae_channels", "channels")
+RESUME_KEYS = ("frames", "size", "actions", "seed", "target", "prediction_type", "vae_channels", "channels")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class PretrainSettings:
     kl_weight: float = 1e-4  # times the KL per latent element
     uncond_prob: float = 0.1
     target: str = "residual"  # the backbone's "latent" | "residual" parameterisation
+    prediction_type: str = "v_prediction"  # v: the residual itself is the target at high noise, so motion is learned
+    motion_weight: float = 0.0  # > 0: weight the loss where frames differ from frame 0 (flash.motion_weights)
     channels: tuple[int, ...] = (32, 64)
     vae_channels: tuple[int, ...] = (16, 32, 32)
     device: str = "cpu"
@@ -147,7 +149,7 @@ def _check(s: PretrainSettings, source: ClipSource) -> None:
 
 
 def _backbone_options(s: PretrainSettings, base: Path | None) -> dict[str, Any]:
-    options = {"preset": "tiny", "target": s.target, "init_seed": s.seed}
+    options = {"preset": "tiny", "target": s.target, "prediction_type": s.prediction_type, "init_seed": s.seed}
     if base is None:
         return {**options, "channels": s.channels, "vae_channels": s.vae_channels}
     return {**options, "base": str(base)}
@@ -228,7 +230,7 @@ def _unet_stage(s: PretrainSettings, source: ClipSource, build: Callable, report
         which = [prompts.index(a) if rng.random() >= s.uncond_prob else len(actions) for a, _ in drawn]
         latents = torch.stack([z for _, z in drawn])  # (B, F, c, h, w)
         generator = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
-        return training_loss(backbone, latents, emb[which], generator)
+        return training_loss(backbone, latents, emb[which], generator, motion_weight=s.motion_weight)
 
     def show(step: int) -> None:
         clips = _heldout(s, source, count=s.samples)  # (n, F, 3, H, W)

@@ -113,7 +113,8 @@ def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: A
 
     scheduler = make_scheduler(config.animate.scheduler, model.backbone.scheduler_config)
     video = sample(model.backbone, model.decoder, clip[None, 0], prompt_emb, clip.shape[0],
-                   min(PREVIEW_STEPS, config.animate.steps), scheduler, generator=generator)  # (1, F, 3, H, W)
+                   min(PREVIEW_STEPS, config.animate.steps), scheduler, generator=generator,
+                   anchor=config.animate.anchor)  # (1, F, 3, H, W)
     return tensor_to_frames(video[0].float().cpu())
 
 

@@ -6,6 +6,7 @@ Image conditioning is LAMP-style: the reference latent is frame 0 (kept clean by
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from diffusers import (
 )
 from einops import rearrange
 
+from flashctl.errors import ConfigError
 from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
 from flashctl.model.modules import freeze
@@ -26,6 +28,7 @@ from flashctl.model.modules import freeze
 from . import AnimateDiffOptions
 from .components import (
     ADAPTER_FOLDER,
+    BASE_RECORD,
     Components,
     pretrained_tiny_components,
     sd15_components,
@@ -135,6 +138,8 @@ class AnimateDiffBackbone:
         self.vae.save_pretrained(path / "vae")
         self.text_encoder.save_pretrained(path / "text_encoder")
         self.tokenizer.save_pretrained(path / "tokenizer")
+        record = {"target": self.options.target, "prediction_type": self.options.prediction_type}
+        (path / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         return path
 
 
@@ -143,4 +148,14 @@ def build_backbone(options: AnimateDiffOptions, ctx: Any) -> AnimateDiffBackbone
         components = sd15_components(options, ctx)
     else:
         components = pretrained_tiny_components(options, ctx) if options.base else tiny_components(options)
-    return AnimateDiffBackbone(components, options, ctx.device, ctx.torch_dtype())
+    return AnimateDiffBackbone(components, _trained_as(options, components), ctx.device, ctx.torch_dtype())
+
+
+def _trained_as(options: AnimateDiffOptions, components: Components) -> AnimateDiffOptions:
+    """Adopt the target / prediction type a pretrained base records; a conflicting explicit setting is an error."""
+    for key, value in components.trained_as.items():
+        if key in options.model_fields_set and getattr(options, key) != value:
+            raise ConfigError(f"options.backbone.animatediff.{key} = {getattr(options, key)!r} does not match the "
+                              f"base {options.base!r}, which was trained with {key} = {value!r}",
+                              hint=f"remove the key (the base's own value is used) or set it to {value!r}")
+    return options.model_copy(update=components.trained_as)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from . import SD15_BASE, SD15_MOTION_ADAPTER, TINY_SHIPPED, AnimateDiffOptions
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 ADAPTER_FOLDER = "motion_adapter"
+BASE_RECORD = "flashctl_base.json"  # how a pretrained tiny base was trained: {"target": ..., "prediction_type": ...}
 SHIPPED_TINY_BASE = Path(__file__).parent / "weights" / "tiny-base"
 
 
@@ -28,6 +30,7 @@ class Components:
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     base_id: str
+    trained_as: dict[str, str] = field(default_factory=dict)  # option values the weights were trained with
 
 
 def byte_level_tokenizer(max_length: int = 77) -> CLIPTokenizer:
@@ -86,6 +89,7 @@ def pretrained_tiny_components(options: AnimateDiffOptions, ctx: Any) -> Compone
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
         base_id=f"tiny-pretrained@{digest.hexdigest()[:16]}",
+        trained_as=json.loads((root / BASE_RECORD).read_text()) if (root / BASE_RECORD).is_file() else {},
     )
 
 
