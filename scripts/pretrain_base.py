@@ -4,7 +4,6 @@
         [--batch B] [--frames 16] [--size 64] [--actions all|a,b] [--clips-per-action N] [--resume]
         [--checkpoint-every K] [--sample-every K] [--seed S] [--threads T] [--device cpu|cuda]
         [--target residual|latent] [--prediction-type v_prediction|epsilon]
-        [--motion-weight W]
 
 Stage vae trains the AutoencoderKL on frames, stage unet the whole video U-Net (VAE and text
 encoder frozen) on latent clips of every action with flashctl's LAMP-style loss. Checkpoints go
@@ -82,8 +81,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--target", choices=("residual", "latent"), default="residual")
     p.add_argument("--prediction-type", choices=("v_prediction", "epsilon"), default="v_prediction")
-    p.add_argument("--motion-weight", type=float, default=0.0,
-                   help="weight the U-Net loss up where frames differ from frame 0 (1 + W * change / mean change)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
@@ -126,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         actions=() if args.actions == "all" else tuple(a.strip() for a in args.actions.split(",")),
         clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, sample_steps=args.sample_steps, seed=args.seed, lr=args.lr,
-        target=args.target, prediction_type=args.prediction_type,
-        motion_weight=args.motion_weight, device=args.device, resume=args.resume)
+        target=args.target, prediction_type=args.prediction_type, device=args.device, resume=args.resume)
     registry, ctx = build_host().registry, BuildContext(device=args.device, seed=args.seed)
     command = "python scripts/pretrain_base.py " + shlex.join(argv)
     try:

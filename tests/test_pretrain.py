@@ -158,15 +158,3 @@ def test_recolour_is_one_remap_per_clip_and_keeps_motion():
     assert 0 < len(changed) < len(outs)  # about half the clips are remapped
     assert all(np.array_equal(o[2], o[0]) for o in changed)  # same remap on every frame
 
-
-def test_motion_weights_count_where_frames_change_and_leave_still_pixels_at_one():
-    from flashctl.model.flash import motion_weights
-
-    latents = torch.zeros(1, 3, 4, 8, 8)  # (B, F, c, h, w): still except one moving patch
-    latents[:, 1, :, 2, 2] = 1.0
-    latents[:, 2, :, 5, 5] = 2.0
-    w = motion_weights(latents, strength=4.0)  # (B, F, 1, h, w)
-    assert w.shape == (1, 3, 1, 8, 8)
-    assert torch.all(w[:, 0] == 1) and w[0, 1, 0, 0, 0] == 1 and w[0, 2, 0, 0, 0] == 1
-    assert w[0, 2, 0, 5, 5] > w[0, 1, 0, 2, 2] > 1  # more change, more weight
-    assert w[:, 1:].mean().item() == pytest.approx(1 + 4.0)  # normalised: the mean extra weight is the strength

@@ -28,29 +28,15 @@ def draw_noise(latents: torch.Tensor, num_train_timesteps: int,
     return noise, timesteps
 
 
-def motion_weights(latents: torch.Tensor, strength: float) -> torch.Tensor:
-    """Loss weights ``(B, F, 1, h, w)``: ``1 + strength * |z_f - z_0| / mean |z_f - z_0|`` over the batch.
-
-    A small moving figure is a few latent pixels per frame; weighting them up keeps the background from
-    drowning the motion signal when a base is learned from scratch.
-    """
-    change = (latents - latents[:, :1]).abs().mean(2, keepdim=True)  # (B, F, 1, h, w)
-    return 1 + strength * change / change[:, 1:].mean().clamp_min(1e-6)
-
-
 def denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, noise: torch.Tensor,
-                   timesteps: torch.Tensor, prompt_emb: torch.Tensor,
-                   weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-video MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean; ``weights`` broadcast per element."""
+                   timesteps: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
+    """Per-video MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean."""
     noisy = add_noise(scheduler, latents, noise, timesteps)  # (B, F, c, h, w)
     noisy = torch.cat([latents[:, :1], noisy[:, 1:]], dim=1)  # frame 0 stays the clean reference
     context = prompt_emb.expand(latents.shape[0], -1, -1)  # (B, seq, dim)
     pred = backbone.denoise(noisy, timesteps, context)  # (B, F, c, h, w)
     target = training_target(scheduler, latents, noise, timesteps)
-    error = F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none")  # (B, F-1, c, h, w)
-    if weights is not None:
-        error = error * weights[:, 1:]
-    return error.flatten(1).mean(1)
+    return F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none").flatten(1).mean(1)
 
 
 def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, augmented: torch.Tensor,
@@ -71,18 +57,15 @@ def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Ten
 
 def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: torch.Tensor,
                   generator: torch.Generator, augmented: torch.Tensor | None = None,
-                  augmented_weight: float = 1.0, motion_weight: float = 0.0) -> torch.Tensor:
+                  augmented_weight: float = 1.0) -> torch.Tensor:
     """Mean denoising loss of clips x ``(B, F, c, h, w)``; ``prompt_emb`` is ``(1 or B, seq, dim)``.
-
-    ``motion_weight`` > 0 weights each element by :func:`motion_weights` (unpaired batches only).
 
     With ``augmented`` x~ (same shape): ``mean L(x) + augmented_weight * mean L(x~)`` from the paired batch.
     """
     scheduler = training_scheduler(backbone.scheduler_config)
     noise, timesteps = draw_noise(batch_latents, scheduler.config.num_train_timesteps, generator)
     if augmented is None:
-        weights = motion_weights(batch_latents, motion_weight) if motion_weight else None
-        return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb, weights).mean()
+        return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb).mean()
     loss, loss_aug = paired_denoising_loss(backbone, scheduler, batch_latents, augmented, noise, timesteps,
                                            prompt_emb)
     return loss.mean() + augmented_weight * loss_aug.mean()

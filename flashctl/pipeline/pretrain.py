@@ -75,7 +75,6 @@ class PretrainSettings:
     uncond_prob: float = 0.1
     target: str = "residual"  # the backbone's "latent" | "residual" parameterisation
     prediction_type: str = "v_prediction"  # v: the residual itself is the target at high noise, so motion is learned
-    motion_weight: float = 0.0  # > 0: weight the loss where frames differ from frame 0 (flash.motion_weights)
     channels: tuple[int, ...] = (32, 64)
     vae_channels: tuple[int, ...] = (16, 32, 32)
     device: str = "cpu"
@@ -230,7 +229,7 @@ def _unet_stage(s: PretrainSettings, source: ClipSource, build: Callable, report
         which = [prompts.index(a) if rng.random() >= s.uncond_prob else len(actions) for a, _ in drawn]
         latents = torch.stack([z for _, z in drawn])  # (B, F, c, h, w)
         generator = torch.Generator().manual_seed(s.seed * 1_000_003 + step)
-        return training_loss(backbone, latents, emb[which], generator, motion_weight=s.motion_weight)
+        return training_loss(backbone, latents, emb[which], generator)
 
     def show(step: int) -> None:
         clips = _heldout(s, source, count=s.samples)  # (n, F, 3, H, W)
