@@ -58,6 +58,8 @@ class TrainSection(Section):
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps; 0 = none")
     lora_rank: int = Field(8, ge=1, description="LoRA rank on temporal and cross-frame attention")
     lora_alpha: float = Field(8.0, gt=0, description="LoRA scale numerator")
+    lora_extra_targets: list[str] = Field([], description="module-name regexes that also get LoRA, besides the "
+                                                          "backbone's temporal and cross-frame-query targets")
     strong_augment: bool = Field(True, description="train on strongly re-coloured copies too (ablation #2+)")
     augmentations: list[str] = Field(["color-jitter", "hue-rotate", "channel-shuffle", "grayscale", "invert"],
                                      description="motion-preserving augmentations drawn from, one per clip")

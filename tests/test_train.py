@@ -100,6 +100,24 @@ def test_train_pipeline_saves_a_complete_motion(tmp_path, host):
     assert (library.path("slide") / "preview.gif").stat().st_size > 0
 
 
+def test_extra_lora_targets_are_trained_recorded_and_loaded_back(tmp_path, host):
+    from flashctl.pipeline.animate import load_animator
+
+    extra = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn2\.to_k"  # the spatial text cross-attention keys
+    config = tiny_config(tmp_path, train={"lora_extra_targets": [extra], "lr": 1e-2})
+    library = make_action(config)
+    result = train(config, library, "slide", host, steps=2)
+    with safe_open(str(result.weights_dir / "lora.safetensors"), framework="pt") as fh:
+        saved = {k: fh.get_tensor(k) for k in fh.keys()}
+    extra_keys = [k for k in saved if ".attn2.to_k." in k and "motion_modules" not in k]
+    assert extra_keys and any(saved[k].abs().sum() > 0 for k in extra_keys if "lora_B" in k)  # trained
+    assert library.weights_config("slide")["lora"]["targets"][-1] == extra
+    loaded = dict(load_animator(config, library, "slide", host).model.backbone.unet.named_parameters())
+    for key in extra_keys:  # peft keys drop the adapter name; the module path is the same
+        name = key.replace(".weight", ".motion.weight")
+        assert torch.equal(loaded[name].detach(), saved[key]), key
+
+
 def test_divergence_keeps_the_saved_motion(tmp_path, host, monkeypatch):
     config = tiny_config(tmp_path, train=PLAIN)
     library = make_action(config)

@@ -1,7 +1,9 @@
 """Motion LoRA: the per-action parameters, injected with peft into the backbone's U-Net.
 
 Targets come from the backbone (temporal attention q/k/v/out and the cross-frame attention's
-query). Only LoRA tensors are trainable and saved; the base stays frozen and shared.
+query) plus any ``train.lora_extra_targets`` module-name patterns; a motion records the full list
+and is loaded with exactly those. Only LoRA tensors are trainable and saved; the base stays frozen
+and shared.
 """
 
 from __future__ import annotations
@@ -16,19 +18,29 @@ from .interfaces import Backbone
 ADAPTER = "motion"
 
 
-def lora_config(backbone: Backbone, rank: int, alpha: float) -> Any:
+def lora_targets(backbone: Backbone, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The backbone's own LoRA target patterns followed by ``extra`` (regexes over module names)."""
+    return [*backbone.lora_targets, *[p for p in extra if p not in backbone.lora_targets]]
+
+
+def lora_config(targets: list[str], rank: int, alpha: float) -> Any:
     from peft import LoraConfig
 
-    pattern = "|".join(f"(?:{p})" for p in backbone.lora_targets)
+    pattern = "|".join(f"(?:{p})" for p in targets)
     return LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, init_lora_weights=True)
 
 
-def add_motion_lora(backbone: Backbone, rank: int, alpha: float) -> list[torch.nn.Parameter]:
-    """Wrap the target layers with a fresh LoRA (B = 0, so the output is unchanged); return its parameters."""
+def add_motion_lora(backbone: Backbone, rank: int, alpha: float,
+                    targets: list[str] | None = None) -> list[torch.nn.Parameter]:
+    """Wrap the target layers (default: the backbone's) with a fresh LoRA (B = 0, so the output is unchanged).
+
+    Returns the LoRA parameters, the only trainable ones.
+    """
     from peft import inject_adapter_in_model
 
     unet = backbone.unet  # peft directly: not every diffusers U-Net has add_adapter (SVD's has none)
-    inject_adapter_in_model(lora_config(backbone, rank, alpha), unet, adapter_name=ADAPTER)
+    config = lora_config(targets or lora_targets(backbone), rank, alpha)
+    inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
     unet.requires_grad_(False)
     params = [p for n, p in unet.named_parameters() if ".lora_" in n]
     for p in params:
@@ -45,11 +57,11 @@ def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
 
 
 def load_motion_lora(backbone: Backbone, state: dict[str, torch.Tensor], rank: int, alpha: float,
-                     source: str) -> None:
-    """Add a LoRA with the saved rank/alpha and load ``state`` into it; mismatched keys name ``source``."""
+                     source: str, targets: list[str] | None = None) -> None:
+    """Add a LoRA with the saved rank/alpha/targets and load ``state`` into it; mismatched keys name ``source``."""
     from peft import set_peft_model_state_dict
 
-    add_motion_lora(backbone, rank, alpha)
+    add_motion_lora(backbone, rank, alpha, targets)
     result = set_peft_model_state_dict(backbone.unet, state, adapter_name=ADAPTER)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:

@@ -63,7 +63,7 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
     check_compatible(action, weights, model.backbone.geometry())
     lora_path = Path(library.weights_dir(action)) / weights["lora"].get("file", LORA_FILE)
     load_motion_lora(model.backbone, load_lora(lora_path), weights["lora"]["rank"], weights["lora"]["alpha"],
-                     source=str(lora_path))
+                     source=str(lora_path), targets=weights["lora"].get("targets"))
     load_decoder_weights(model, weights, library.weights_dir(action), reporter)
     settings = config.animate
     prompt_emb = model.backbone.encode_prompt([weights["prompt"]])  # (1, seq, dim)

@@ -54,7 +54,7 @@ def build_model(config: Any, host: Any, ctx: BuildContext, *, training: bool = F
 
 
 def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames: int, size: int, fps: float,
-                  lora_rank: int, lora_alpha: float, decoder_fitted: bool) -> dict[str, Any]:
+                  lora_rank: int, lora_alpha: float, lora_targets: list[str], decoder_fitted: bool) -> dict[str, Any]:
     """The content of ``weights/config.json``. ``decoder_fitted``: ``weights/decoder.safetensors`` exists."""
     return {
         "format": FORMAT,
@@ -69,7 +69,7 @@ def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames
         "size": size,
         "fps": fps,
         "lora": {"file": LORA_FILE, "rank": lora_rank, "alpha": lora_alpha,
-                 "targets": list(model.backbone.lora_targets)},
+                 "targets": list(lora_targets)},
         "scheduler": model.backbone.scheduler_config,
     }
 

@@ -149,7 +149,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     from diffusers.optimization import get_constant_schedule_with_warmup
 
     from ..model import flash
-    from ..model.lora import add_motion_lora, lora_state_dict
+    from ..model.lora import add_motion_lora, lora_state_dict, lora_targets
     from ..model.motion_alignment import ablation_row, aligned, install_mam, mam_options, uninstall_mam
     from ..video import frames_to_tensor, write_gif
 
@@ -175,7 +175,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     latents = torch.cat([backbone.encode_video(clip[None]) for clip in clips])  # (N, F, c, h, w)
     prompt_emb = backbone.encode_prompt([manifest.prompt])  # (1, seq, dim)
 
-    params = add_motion_lora(backbone, settings.lora_rank, settings.lora_alpha)
+    targets = lora_targets(backbone, settings.lora_extra_targets)
+    params = add_motion_lora(backbone, settings.lora_rank, settings.lora_alpha, targets)
     mam_installed = install_mam(backbone, mam) if mam is not None and mam.aligns else {}
     augmented_weight = mam.augmented_weight if mam is not None else 0.0
     unet = backbone.unet  # stays bare (no DDP wrapper): gradients are averaged by _average_gradients
@@ -251,7 +252,9 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     run_id = new_run_id()
     weights = motion_config(model, config, action=action, prompt=manifest.prompt, frames=clips.shape[1],
                             size=clips.shape[-1], fps=float(meta.get("fps", prep.fps)),
-                            lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha, decoder_fitted=fit_decoder)
+                            lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                            lora_targets=targets,
+                            decoder_fitted=fit_decoder)
     saved = host.pm.hook.on_motion_saved
     with library.stage(action, on_saved=lambda a, p: saved(action=a, path=p)) as stage:
         stage = Path(stage)
