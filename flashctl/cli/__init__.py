@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     if not state.debug:  # library chatter (dtype notes, load bars) is noise on a CLI; --debug keeps it
         for var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
             os.environ.setdefault(var, "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
     app = build_app()
     _plugin_commands(app, argv)
     command = typer.main.get_command(app)
