@@ -1,0 +1,71 @@
+"""The embedded default: the shipped tiny base, the demo motion library in motions/, the example images."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flashctl_animatediff.components import BASE_RECORD, SHIPPED_TINY_BASE
+from flashctl_synth.render import render_clip
+
+from flashctl.config import load_config
+from flashctl.library import MotionLibrary
+from flashctl.pipeline.animate import load_animator
+from flashctl.pipeline.pretrain import MAX_BYTES
+from flashctl.video import fit_square, read_image
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_ACTIONS = ("jumping_jack", "squat", "arm_wave", "kick")
+
+
+@pytest.fixture(scope="module")
+def project():
+    config = load_config(REPO / "flashctl.toml")
+    return config, MotionLibrary(config.library_path())
+
+
+def test_shipped_base_fits_the_package_budget_and_records_how_it_was_trained():
+    files = [f for f in SHIPPED_TINY_BASE.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= MAX_BYTES
+    assert not any(f.suffix in (".bin", ".pt", ".pth", ".ckpt") for f in files)  # safetensors only
+    record = json.loads((SHIPPED_TINY_BASE / BASE_RECORD).read_text())
+    assert record == {"target": "residual", "prediction_type": "v_prediction"}
+    provenance = json.loads((SHIPPED_TINY_BASE / "provenance.json").read_text())
+    assert provenance["unet"]["steps"] >= 1000 and provenance["settings"]["frames"] == 16
+    assert provenance["settings"]["size"] >= 64
+
+
+def test_demo_library_holds_four_verified_full_flash_motions(project):
+    config, library = project
+    assert set(DEMO_ACTIONS) <= set(library.names())
+    for action in DEMO_ACTIONS:
+        assert library.verify(action) == [], action  # every clip and weight file matches its hash
+        folder = library.root / action
+        assert len(list((folder / "clips").glob("*.mp4"))) <= 16
+        provenance = json.loads((folder / "provenance.json").read_text())
+        assert provenance["mam"]["ablation"] == "#6", action  # full FLASH: MAM + DED
+        assert (folder / "weights" / "decoder.safetensors").is_file() and (folder / "preview.gif").is_file()
+        metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+        assert len(metrics["samples"]) == 4 and "motion-fidelity/map_similarity" in metrics["summary"], action
+
+
+def _change_map(video: np.ndarray) -> np.ndarray:
+    """Mean absolute frame-to-frame change per pixel: (F, H, W, 3) uint8 -> (H, W)."""
+    return np.abs(np.diff(video.astype(np.float32), axis=0)).mean(axis=(0, 3))
+
+
+def test_jumping_jack_on_the_example_actor_starts_at_the_image_and_moves_where_the_person_is(project, host):
+    config, library = project
+    animator = load_animator(config, library, "jumping_jack", host)
+    image = fit_square(read_image(REPO / "examples" / "actor.png"), 64)  # actor.png: held-out person, seed 7
+    video = animator.render(image, seed=0)  # (16, 64, 64, 3) uint8
+    assert video.shape == (16, 64, 64, 3)
+    assert np.abs(video[0].astype(int) - image.astype(int)).max() <= 1  # anchored: frame 0 is the image
+    real, meta = render_clip("jumping_jack", frames=16, size=64, seed=7, split="heldout")  # same person, real motion
+    keypoints = np.array(meta["keypoints"])  # (F, J, 2) x, y
+    (x0, y0), (x1, y1) = keypoints.min(axis=(0, 1)).astype(int) - 3, keypoints.max(axis=(0, 1)).astype(int) + 4
+    person = np.zeros((64, 64), bool)
+    person[max(y0, 0):y1, max(x0, 0):x1] = True  # where a real jumping jack of this person moves
+    made, truth = _change_map(video), _change_map(real)
+    assert made[person].mean() > 2 * made[~person].mean()  # the change is on the person, not background flicker
+    assert made[person].mean() > 0.25 * truth[person].mean()  # and it is not a still picture
