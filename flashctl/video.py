@@ -301,6 +301,11 @@ def contact_sheet(frames: np.ndarray, columns: int = 8) -> np.ndarray:
     return sheet
 
 
+def change_map(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute frame-to-frame change per pixel, in grey levels: ``(F, H, W, 3)`` uint8 -> ``(H, W)`` float32."""
+    return np.abs(np.diff(_frames(frames).astype(np.float32), axis=0)).mean(axis=(0, 3))
+
+
 def frames_to_tensor(frames: np.ndarray) -> "torch.Tensor":
     """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float32 in [-1, 1]."""
     import torch

@@ -12,10 +12,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _commands(group, prefix):
-    import click
-
     yield prefix
-    if isinstance(group, click.Group):
+    if hasattr(group, "list_commands"):  # a group (typer's own group class is not a click.Group subclass)
         for name in group.list_commands(None):
             yield from _commands(group.get_command(None, name), prefix + [name])
 

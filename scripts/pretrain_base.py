@@ -1,13 +1,16 @@
 """Pretrain the tiny AnimateDiff base on the synthetic actor world, resumably.
 
-    python scripts/pretrain_base.py --out runs/tiny-base [--stage vae|unet|all] [--steps N] [--vae-steps N]
+    python scripts/pretrain_base.py --out runs/tiny-base [--stage vae|decoder|unet|all] [--steps N] [--vae-steps N]
+        [--decoder-steps N]
         [--batch B] [--frames 16] [--size 64] [--actions all|a,b] [--clips-per-action N] [--resume]
         [--checkpoint-every K] [--sample-every K] [--seed S] [--threads T] [--device cpu|cuda]
         [--target residual|latent] [--prediction-type v_prediction|epsilon]
 
-Stage vae trains the AutoencoderKL on frames, stage unet the whole video U-Net (VAE and text
-encoder frozen) on latent clips of every action with flashctl's LAMP-style loss. Checkpoints go
-to OUT/checkpoints/ every K steps and on Ctrl-C; rerun the same command with --resume to go on.
+Stage vae trains the AutoencoderKL on frames; stage decoder (optional) goes on training its decoder
+alone, the encoder frozen, and may run beside stage unet (final/ takes its latest checkpoint); stage
+unet trains the whole video U-Net (VAE and text encoder frozen) on latent clips of every action with
+flashctl's LAMP-style loss. Checkpoints go to OUT/checkpoints/ every K steps and on Ctrl-C; rerun the
+same command with --resume to go on.
 Progress: stdout and OUT/train.log; held-out samples: OUT/samples/step-N.png (rows alternate real
 clip / generated). The result, OUT/final/, loads as the tiny preset's base:
 ``[options.backbone.animatediff] base = "OUT/final"`` (copy it to
@@ -71,9 +74,10 @@ def recolour(frames: "np.ndarray", seed: int) -> "np.ndarray":
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--stage", choices=("vae", "unet", "all"), default="all")
+    p.add_argument("--stage", choices=("vae", "decoder", "unet", "all"), default="all")
     p.add_argument("--steps", type=int, default=3000, help="U-Net steps in total")
     p.add_argument("--vae-steps", type=int, default=600)
+    p.add_argument("--decoder-steps", type=int, default=0, help="decoder-only steps after the VAE (0: none)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     source = ClipSource(prompts={name: a.prompt for name, a in ACTIONS.items()}, render=clip)
     settings = PretrainSettings(
-        out=args.out, stage=args.stage, steps=args.steps, vae_steps=args.vae_steps, batch=args.batch,
+        out=args.out, stage=args.stage, steps=args.steps, vae_steps=args.vae_steps,
+        decoder_steps=args.decoder_steps, batch=args.batch,
         frames=args.frames, size=args.size,
         actions=() if args.actions == "all" else tuple(a.strip() for a in args.actions.split(",")),
         clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,

@@ -23,6 +23,13 @@ def test_cli_reference_matches_help():
         "docs/cli.md is stale: run `python scripts/gen_docs.py`"
 
 
+def test_cli_reference_has_a_section_per_command_and_subcommand():
+    text = (REPO / "docs" / "cli.md").read_text()
+    for command in ("prepare", "train", "animate", "eval", "synth", "motions list", "motions verify", "config show"):
+        assert f"## flashctl {command}\n" in text, command
+    assert "--guidance" in text  # option help reaches the reference
+
+
 def test_config_reference_matches_models():
     assert (REPO / "docs" / "config.md").read_text() == _gen_docs().config_markdown() + "\n", \
         "docs/config.md is stale: run `python scripts/gen_docs.py`"

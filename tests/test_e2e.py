@@ -86,6 +86,21 @@ def test_prepare_train_animate_eval(project, capsys):
     assert r.code == 0 and json.loads(r.out) == {"wave": []}
 
 
+def test_guidance_option_changes_the_video_and_1_is_off(project, capsys):
+    from PIL import Image
+
+    assert run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "x").code == 0
+    assert run(capsys, "train", "wave").code == 0
+    sheets = {}
+    for name, extra in (("default", []), ("off", ["--guidance", "1"]), ("strong", ["-g", "5"])):
+        r = run(capsys, "animate", "--action", "wave", "--image", project / "actor.png", "--out", project / name,
+                "--format", "gif", *extra)
+        assert r.code == 0, r.err
+        sheets[name] = np.asarray(Image.open(project / name / "actor_sheet.png"))
+    assert np.array_equal(sheets["default"], sheets["off"])  # this project's animate.guidance_scale is 1
+    assert not np.array_equal(sheets["off"], sheets["strong"])
+
+
 def test_bad_inputs_through_the_cli(project, capsys):
     r = run(capsys, "prepare", "../escape", "--clips", project / "clips", "--prompt", "x")
     assert r.code == 2 and "../escape" in r.err and "Traceback" not in r.err

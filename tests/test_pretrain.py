@@ -158,3 +158,20 @@ def test_recolour_is_one_remap_per_clip_and_keeps_motion():
     assert 0 < len(changed) < len(outs)  # about half the clips are remapped
     assert all(np.array_equal(o[2], o[0]) for o in changed)  # same remap on every frame
 
+
+
+def test_decoder_stage_trains_the_decoder_only_and_final_takes_its_latest_weights(tmp_path, registry):
+    with pytest.raises(ConfigError, match="--decoder-steps 0"):
+        pretrain(_settings(tmp_path, stage="decoder"), SOURCE, Builder(registry))
+    vae_base = pretrain(_settings(tmp_path, stage="vae"), SOURCE, Builder(registry))
+    before = load_file(str(vae_base / "vae" / "diffusion_pytorch_model.safetensors"))
+    pretrain(_settings(tmp_path, stage="decoder", decoder_steps=3), SOURCE, Builder(registry))
+    tuned = load_file(str(tmp_path / "checkpoints" / "decoder" / "model.safetensors"))
+    assert all(torch.equal(tuned[k], before[k]) for k in before if not k.startswith(("decoder.", "post_quant")))
+    assert any(not torch.equal(tuned[k], before[k]) for k in before if k.startswith("decoder."))
+    assert (tmp_path / "samples" / "decoder-step-2.png").is_file()
+    final = pretrain(_settings(tmp_path, stage="unet", steps=1), SOURCE, Builder(registry))
+    shipped = load_file(str(final / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(shipped[k], tuned[k]) for k in tuned)  # encoder as trained, decoder as fine-tuned
+    provenance = json.loads((final / "provenance.json").read_text())
+    assert provenance["decoder"]["steps"] == 3 and "decoder alone 3 steps" in (final / "README.md").read_text()

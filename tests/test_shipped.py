@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flashctl_animatediff.components import BASE_RECORD, SHIPPED_TINY_BASE
-from flashctl_synth.render import render_clip
+from flashctl_synth.render import motion_mask, render_clip
 
 from flashctl.config import load_config
 from flashctl.library import MotionLibrary
 from flashctl.pipeline.animate import load_animator
 from flashctl.pipeline.pretrain import MAX_BYTES
-from flashctl.video import fit_square, read_image
+from flashctl.video import change_map, fit_square, read_image
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_ACTIONS = ("jumping_jack", "squat", "arm_wave", "kick")
@@ -49,11 +49,6 @@ def test_demo_library_holds_four_verified_full_flash_motions(project):
         assert len(metrics["samples"]) == 4 and "motion-fidelity/map_similarity" in metrics["summary"], action
 
 
-def _change_map(video: np.ndarray) -> np.ndarray:
-    """Mean absolute frame-to-frame change per pixel: (F, H, W, 3) uint8 -> (H, W)."""
-    return np.abs(np.diff(video.astype(np.float32), axis=0)).mean(axis=(0, 3))
-
-
 def test_jumping_jack_on_the_example_actor_starts_at_the_image_and_moves_where_the_person_is(project, host):
     config, library = project
     animator = load_animator(config, library, "jumping_jack", host)
@@ -62,10 +57,7 @@ def test_jumping_jack_on_the_example_actor_starts_at_the_image_and_moves_where_t
     assert video.shape == (16, 64, 64, 3)
     assert np.abs(video[0].astype(int) - image.astype(int)).max() <= 1  # anchored: frame 0 is the image
     real, meta = render_clip("jumping_jack", frames=16, size=64, seed=7, split="heldout")  # same person, real motion
-    keypoints = np.array(meta["keypoints"])  # (F, J, 2) x, y
-    (x0, y0), (x1, y1) = keypoints.min(axis=(0, 1)).astype(int) - 3, keypoints.max(axis=(0, 1)).astype(int) + 4
-    person = np.zeros((64, 64), bool)
-    person[max(y0, 0):y1, max(x0, 0):x1] = True  # where a real jumping jack of this person moves
-    made, truth = _change_map(video), _change_map(real)
+    person = motion_mask(meta)  # where a real jumping jack of this person moves
+    made, truth = change_map(video), change_map(real)
     assert made[person].mean() > 2 * made[~person].mean()  # the change is on the person, not background flicker
     assert made[person].mean() > 0.25 * truth[person].mean()  # and it is not a still picture

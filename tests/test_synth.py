@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flashctl.video import read_frames
+from flashctl.video import change_map, read_frames
 from flashctl_synth.actions import ACTIONS
 from flashctl_synth.errors import SynthSettingError, UnknownActionError
-from flashctl_synth.render import render_clip, write_clips
+from flashctl_synth.render import motion_mask, render_clip, write_clips
 from flashctl_synth.scenes import background
 from flashctl_synth.world import POOLS, Pool, sample_appearance, sample_body
 
@@ -214,3 +214,11 @@ def test_importing_the_plugin_loads_no_drawing_code():
             "print(sorted(m for m in ('PIL', 'flashctl_synth.render', 'torch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("action", ["jumping_jack", "kick"])
+def test_motion_mask_holds_nearly_all_of_the_clips_change(action):
+    clip, meta = render_clip(action, frames=8, size=64, seed=3)
+    mask, change = motion_mask(meta), change_map(clip)
+    assert 0.02 < mask.mean() < 0.6  # a box around the person, not the frame
+    assert change[mask].sum() > 0.9 * change.sum()

@@ -118,6 +118,21 @@ def test_extra_lora_targets_are_trained_recorded_and_loaded_back(tmp_path, host)
         assert torch.equal(loaded[name].detach(), saved[key]), key
 
 
+def test_preview_samples_with_the_animate_guidance(tmp_path, host, monkeypatch):
+    calls = []
+    real_sample = flash.sample
+
+    def spy(*args, **kwargs):
+        calls.append(args)  # (backbone, decoder, image, prompt_emb, frames, steps, scheduler, scale, negative, gen)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(flash, "sample", spy)
+    config = tiny_config(tmp_path, animate={"guidance_scale": 3.0, "negative_prompt": "blurry"})
+    train(config, make_action(config), "slide", host, steps=1)
+    (call,) = calls
+    assert call[7] == 3.0 and call[8].shape == call[3].shape  # the preview looks like what animate will render
+
+
 def test_divergence_keeps_the_saved_motion(tmp_path, host, monkeypatch):
     config = tiny_config(tmp_path, train=PLAIN)
     library = make_action(config)

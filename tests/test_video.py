@@ -309,3 +309,12 @@ def test_importing_the_plugin_stays_light():
     code = "import sys, flashctl_videoio; print(sorted({'numpy', 'torch', 'flashctl.video'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_change_map_is_the_mean_absolute_change_where_pixels_move():
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    frames[1, 2, 1] = 90  # one pixel flashes on in frame 1 and off again in frame 2
+    change = video.change_map(frames)
+    assert change.shape == (4, 4) and change[2, 1] == 90  # |90 - 0| and |0 - 90|, averaged
+    change[2, 1] = 0
+    assert not change.any()

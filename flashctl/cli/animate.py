@@ -36,6 +36,7 @@ def animate(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: animate.seed).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Denoising steps (default: animate.steps).")] = None,
     fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Output format: mp4, gif, png (repeatable).")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", min=0, help="Classifier-free guidance on the action prompt; 1 = off, higher = larger motion (default: animate.guidance_scale).")] = None,
     set_: SetOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -45,6 +46,8 @@ def animate(
     overrides = list(set_ or [])
     if steps is not None:
         overrides.append(f"animate.steps={steps}")
+    if guidance is not None:
+        overrides.append(f"animate.guidance_scale={guidance}")
     config = state.config(overrides)
     out_dir = out or config.project_path(config.animate.out)
     reporter = RichReporter()

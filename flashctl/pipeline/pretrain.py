@@ -2,7 +2,10 @@
 
 Stage ``vae``: the backbone's AutoencoderKL learns to reconstruct single frames (L1 + a small KL),
 then its latent scale is set to 1/std and a base folder ``OUT/vae-base/`` is written. Stage
-``unet``: that base is rebuilt through ``build`` (the backbone plugin's ``base=`` option), the VAE
+``decoder`` (optional, ``decoder_steps`` > 0): the encoder stays frozen, so the latent space the
+U-Net learns in does not move, while the decoder alone goes on learning (L1 plus L1 on image
+gradients, which keeps thin limbs sharp); its latest checkpoint replaces vae-base's decoder when
+``final/`` is written, so it can run beside the U-Net stage. Stage ``unet``: that base is rebuilt through ``build`` (the backbone plugin's ``base=`` option), the VAE
 and text encoder stay frozen, and the whole video U-Net learns the LAMP-style loss of
 :func:`flashctl.model.flash.training_loss` on latent clips of every action, each conditioned on its
 action's prompt (dropped to "" for ``uncond_prob`` of the clips, for classifier-free guidance).
@@ -38,7 +41,7 @@ from ..errors import (
 from ..library import atomic_path
 from ..progress import NullReporter, Reporter
 
-STAGES = ("vae", "unet")
+STAGES = ("vae", "decoder", "unet", "all")
 VAE_BASE, FINAL, CHECKPOINTS, SAMPLES, LOG = "vae-base", "final", "checkpoints", "samples", "train.log"
 MAX_BYTES = 40 * 2**20
 RESUME_KEYS = ("frames", "size", "actions", "seed", "target", "prediction_type", "vae_channels", "channels")
@@ -55,9 +58,10 @@ class ClipSource:
 @dataclass(frozen=True)
 class PretrainSettings:
     out: Path
-    stage: str = "all"  # "vae" | "unet" | "all"
+    stage: str = "all"  # "vae" | "decoder" | "unet" | "all"
     steps: int = 3000  # U-Net steps (total, also when resuming)
     vae_steps: int = 600
+    decoder_steps: int = 0  # decoder-only fine-tune after the VAE stage; 0 = none
     batch: int = 4
     frames: int = 16
     size: int = 64
@@ -70,6 +74,8 @@ class PretrainSettings:
     seed: int = 0
     lr: float = 1e-3
     vae_lr: float = 1e-3
+    decoder_lr: float = 5e-4
+    edge_weight: float = 1.0  # decoder stage: weight of the L1 on image gradients
     warmup: int = 50
     kl_weight: float = 1e-4  # times the KL per latent element
     uncond_prob: float = 0.1
@@ -124,14 +130,18 @@ def pretrain(settings: PretrainSettings, source: ClipSource, build: Callable[[di
     out.mkdir(parents=True, exist_ok=True)
     if settings.stage in ("vae", "all"):
         _vae_stage(settings, source, build, reporter)
-    if settings.stage == "vae":
+    if settings.stage == "decoder" or (settings.stage == "all" and settings.decoder_steps > 0):
+        _decoder_stage(settings, source, build, reporter)
+    if settings.stage in ("vae", "decoder"):
         return out / VAE_BASE
     return _unet_stage(settings, source, build, reporter, command)
 
 
 def _check(s: PretrainSettings, source: ClipSource) -> None:
     problems = [
-        (s.stage not in ("vae", "unet", "all"), "--stage", s.stage, "one of vae, unet, all"),
+        (s.stage not in STAGES, "--stage", s.stage, f"one of {', '.join(STAGES)}"),
+        (s.stage == "decoder" and s.decoder_steps < 1, "--decoder-steps", s.decoder_steps,
+         "at least 1 for --stage decoder"),
         (s.frames < 2, "--frames", s.frames, "at least 2: frame 0 is the reference, the loss is on the rest"),
         (s.size % 2 ** (len(s.vae_channels) - 1) != 0, "--size", s.size,
          f"a multiple of the VAE downsample {2 ** (len(s.vae_channels) - 1)}"),
@@ -168,26 +178,18 @@ def _vae_stage(s: PretrainSettings, source: ClipSource, build: Callable, reporte
     backbone = build(_backbone_options(s, None))
     vae = backbone.vae.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
-    pool = _Pool(source, s.actions, s.clips_per_action, keep=lambda frames: frames)
-    per_clip = 4  # random frames per drawn clip: images per step = 4 * batch
+    draw = _frame_drawer(s, source)
 
     def loss_at(step: int) -> Any:
-        rng = np.random.default_rng([s.seed, step, 1])
-        images = np.stack([clip[rng.integers(len(clip))] for _, clip in pool.draw(s.seed, step, per_clip * s.batch)])
-        x = frames_to_tensor(images).to(backbone.device)  # (N, 3, H, W) in [-1, 1]
+        x = frames_to_tensor(draw(step)).to(backbone.device)  # (N, 3, H, W) in [-1, 1]
         posterior = vae.encode(x).latent_dist
         z = posterior.sample(generator=torch.Generator().manual_seed(s.seed * 1_000_003 + step))  # (N, c, h, w)
         rec = vae.decode(z).sample  # (N, 3, H, W)
         kl = posterior.kl().mean() / z[0].numel()
         return (rec - x).abs().mean() + s.kl_weight * kl
 
-    def show(step: int) -> None:
-        clips = _heldout(s, source, count=s.samples)  # (n, F, 3, H, W)
-        with torch.no_grad():
-            rec = backbone.decode_latents(backbone.encode_video(clips.to(backbone.device)))  # (n, F, 3, H, W)
-        _sheet(out / SAMPLES / f"vae-step-{step}.png", clips, rec.cpu())
-
-    _loop("vae", s, vae, optimizer, s.vae_lr, s.vae_steps, loss_at, show, reporter)
+    _loop("vae", s, vae, optimizer, s.vae_lr, s.vae_steps, loss_at,
+          _reconstructions(s, source, backbone, "vae", reporter), reporter)
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         latents = backbone.encode_video(_heldout(s, source, count=8, split="train").to(backbone.device))
@@ -196,6 +198,74 @@ def _vae_stage(s: PretrainSettings, source: ClipSource, build: Callable, reporte
     with atomic_path(out / VAE_BASE) as tmp:
         backbone.save_pretrained(tmp)
     reporter.note(f"VAE stage done: latent scaling_factor {scale:.4f}; base written to {out / VAE_BASE}")
+
+
+def _frame_drawer(s: PretrainSettings, source: ClipSource) -> Callable[[int], np.ndarray]:
+    """``step -> (4 * batch, H, W, 3)`` uint8: one random frame from each of the ``4 * batch`` clips drawn then."""
+    pool = _Pool(source, s.actions, s.clips_per_action, keep=lambda frames: frames)
+    per_clip = 4
+
+    def draw(step: int) -> np.ndarray:
+        rng = np.random.default_rng([s.seed, step, 1])
+        return np.stack([clip[rng.integers(len(clip))] for _, clip in pool.draw(s.seed, step, per_clip * s.batch)])
+
+    return draw
+
+
+def _reconstructions(s: PretrainSettings, source: ClipSource, backbone: Any, name: str,
+                     reporter: Reporter) -> Callable[[int], None]:
+    """A ``show(step)``: held-out clips and their VAE round trips to ``samples/<name>-step-N.png``, L1 to the log."""
+    def show(step: int) -> None:
+        import torch
+
+        clips = _heldout(s, source, count=s.samples)  # (n, F, 3, H, W)
+        with torch.no_grad():
+            rec = backbone.decode_latents(backbone.encode_video(clips.to(backbone.device))).cpu()  # (n, F, 3, H, W)
+        _sheet(Path(s.out) / SAMPLES / f"{name}-step-{step}.png", clips, rec)
+        l1 = float((rec - clips).abs().mean())
+        _log(s, f"{name} step {step} held-out L1 {l1:.4f}")
+        reporter.note(f"{name} step {step}: held-out reconstruction L1 {l1:.4f} (pixels in [-1, 1])")
+
+    return show
+
+
+def _decoder_stage(s: PretrainSettings, source: ClipSource, build: Callable, reporter: Reporter) -> None:
+    import torch
+
+    from ..video import frames_to_tensor
+
+    backbone = _built_from_vae_base(s, build, "decoder")
+    vae = backbone.vae.requires_grad_(False)
+    trained = [vae.decoder, vae.post_quant_conv]  # the encoder (and so the latent space) stays as it is
+    for part in trained:
+        part.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW([p for part in trained for p in part.parameters()], lr=s.decoder_lr,
+                                  weight_decay=0.0)
+    draw = _frame_drawer(s, source)
+
+    def loss_at(step: int) -> Any:
+        x = frames_to_tensor(draw(step)).to(backbone.device)  # (N, 3, H, W) in [-1, 1]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()  # (N, c, h, w): what encode_video hands the U-Net, unscaled
+        rec = vae.decode(z).sample  # (N, 3, H, W)
+        edges = sum((d(rec) - d(x)).abs().mean() for d in _GRADIENTS)
+        return (rec - x).abs().mean() + s.edge_weight * edges
+
+    _loop("decoder", s, vae, optimizer, s.decoder_lr, s.decoder_steps, loss_at,
+          _reconstructions(s, source, backbone, "decoder", reporter), reporter)
+    reporter.note(f"decoder stage done at step {s.decoder_steps}; final/ takes its decoder from "
+                  f"{Path(s.out) / CHECKPOINTS / 'decoder'}")
+
+
+_GRADIENTS = (lambda im: im[..., 1:, :] - im[..., :-1, :], lambda im: im[..., :, 1:] - im[..., :, :-1])  # dy, dx
+
+
+def _built_from_vae_base(s: PretrainSettings, build: Callable, stage: str) -> Any:
+    out = Path(s.out)
+    if not (out / VAE_BASE).is_dir():
+        raise WeightsNotFoundError(f"pretrain: {out / VAE_BASE} is missing, the {stage} stage needs the trained VAE",
+                                   hint=f"run the VAE stage first: --stage vae --out {out}")
+    return build(_backbone_options(s, out / VAE_BASE))
 
 
 # ---------------------------------------------------------------- stage 2: the video U-Net
@@ -208,10 +278,7 @@ def _unet_stage(s: PretrainSettings, source: ClipSource, build: Callable, report
     from ..video import frames_to_tensor
 
     out = Path(s.out)
-    if not (out / VAE_BASE).is_dir():
-        raise WeightsNotFoundError(f"pretrain: {out / VAE_BASE} is missing, the U-Net stage needs the trained VAE",
-                                   hint=f"run the VAE stage first: --stage vae --out {out}")
-    backbone = build(_backbone_options(s, out / VAE_BASE))
+    backbone = _built_from_vae_base(s, build, "U-Net")
     actions = s.actions
     prompts = list(actions) + [""]
     emb = backbone.encode_prompt([source.prompts[a] for a in actions] + [""])  # (A+1, seq, dim), text encoder frozen
@@ -248,8 +315,12 @@ def _unet_stage(s: PretrainSettings, source: ClipSource, build: Callable, report
 
 
 def _write_final(s: PretrainSettings, backbone: Any, run: _Run, command: str, reporter: Reporter) -> Path:
+    from safetensors.torch import load_file
+
     out = Path(s.out)
-    vae_state = _read_state(out / CHECKPOINTS / "vae")
+    vae_state, decoder_state = _read_state(out / CHECKPOINTS / "vae"), _read_state(out / CHECKPOINTS / "decoder")
+    if decoder_state.step:  # the decoder stage's latest weights; its encoder half equals vae-base's
+        backbone.vae.load_state_dict(load_file(str(out / CHECKPOINTS / "decoder" / "model.safetensors")))
     with atomic_path(out / FINAL) as tmp:
         backbone.save_pretrained(tmp)
         size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
@@ -259,6 +330,8 @@ def _write_final(s: PretrainSettings, backbone: Any, run: _Run, command: str, re
             "settings": s.record(),
             "vae": {"steps": vae_state.step, "seconds": round(vae_state.seconds, 1),
                     "final_loss": _tail_mean(vae_state.losses)},
+            "decoder": {"steps": decoder_state.step, "seconds": round(decoder_state.seconds, 1),
+                        "final_loss": _tail_mean(decoder_state.losses)},
             "unet": {"steps": run.step, "seconds": round(run.seconds, 1), "final_loss": _tail_mean(run.losses)},
             "bytes": size,
             "machine": _machine(s.device),
@@ -424,7 +497,8 @@ def _readme(p: dict[str, Any]) -> str:
     return (f"# Tiny pretrained AnimateDiff base\n\n"
             f"Trained from scratch by `scripts/pretrain_base.py` on synthetic clips of {len(s['actions'])} actions "
             f"({', '.join(s['actions'])}), {s['frames']} frames at {s['size']} px, target `{s['target']}`.\n"
-            f"VAE: {p['vae']['steps']} steps ({p['vae']['seconds']:.0f} s); U-Net: {p['unet']['steps']} steps "
+            f"VAE: {p['vae']['steps']} steps ({p['vae']['seconds']:.0f} s), then the decoder alone "
+            f"{p['decoder']['steps']} steps ({p['decoder']['seconds']:.0f} s); U-Net: {p['unet']['steps']} steps "
             f"({p['unet']['seconds']:.0f} s), final loss {p['unet']['final_loss']}. "
             f"Size {p['bytes'] / 2**20:.1f} MB.\n\n"
             f"Load it with `[options.backbone.animatediff] preset = \"tiny\"`, `base = \"<this folder>\"`, "

@@ -106,15 +106,18 @@ def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: An
 
 
 def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: Any) -> Any:
-    """One short animation of the first clip's first frame -> (F, H, W, 3) uint8."""
+    """One short animation of the first clip's first frame, with animate's guidance -> (F, H, W, 3) uint8."""
     from ..model.diffusion import make_scheduler
     from ..model.flash import sample
     from ..video import tensor_to_frames
 
-    scheduler = make_scheduler(config.animate.scheduler, model.backbone.scheduler_config)
+    settings = config.animate
+    scheduler = make_scheduler(settings.scheduler, model.backbone.scheduler_config)
+    guided = settings.guidance_scale > 1
+    negative_emb = model.backbone.encode_prompt([settings.negative_prompt]).to(prompt_emb) if guided else None
     video = sample(model.backbone, model.decoder, clip[None, 0], prompt_emb, clip.shape[0],
-                   min(PREVIEW_STEPS, config.animate.steps), scheduler, generator=generator,
-                   anchor=config.animate.anchor)  # (1, F, 3, H, W)
+                   min(PREVIEW_STEPS, settings.steps), scheduler, settings.guidance_scale, negative_emb,
+                   generator, anchor=settings.anchor)  # (1, F, 3, H, W)
     return tensor_to_frames(video[0].float().cpu())
 
 

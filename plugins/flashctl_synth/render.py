@@ -72,6 +72,15 @@ def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8
     return video, meta
 
 
+def motion_mask(meta: dict, pad: int = 3) -> np.ndarray:
+    """``(size, size)`` bool: the box the clip's keypoints sweep over all frames, grown by ``pad`` pixels."""
+    size, keypoints = meta["size"], np.asarray(meta["keypoints"])  # keypoints (F, J, 2) x, y
+    (x0, y0), (x1, y1) = keypoints.min(axis=(0, 1)).astype(int) - pad, keypoints.max(axis=(0, 1)).astype(int) + pad + 1
+    mask = np.zeros((size, size), bool)
+    mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return mask
+
+
 def meta_json(meta: dict) -> str:
     """One top-level key per line, so the file stays readable with the per-frame keypoints inline."""
     return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n"
