@@ -31,7 +31,7 @@ def test_shipped_base_fits_the_package_budget_and_records_how_it_was_trained():
     record = json.loads((SHIPPED_TINY_BASE / BASE_RECORD).read_text())
     assert record == {"target": "residual", "prediction_type": "v_prediction"}
     provenance = json.loads((SHIPPED_TINY_BASE / "provenance.json").read_text())
-    assert provenance["unet"]["steps"] >= 1000 and provenance["settings"]["frames"] == 16
+    assert provenance["unet"]["steps"] >= 10000 and provenance["decoder"]["steps"] > 0 and provenance["settings"]["frames"] == 16
     assert provenance["settings"]["size"] >= 64
 
 
@@ -60,4 +60,4 @@ def test_jumping_jack_on_the_example_actor_starts_at_the_image_and_moves_where_t
     person = motion_mask(meta)  # where a real jumping jack of this person moves
     made, truth = change_map(video), change_map(real)
     assert made[person].mean() > 2 * made[~person].mean()  # the change is on the person, not background flicker
-    assert made[person].mean() > 0.25 * truth[person].mean()  # and it is not a still picture
+    assert made[person].mean() > 0.5 * truth[person].mean()  # and it is not a still picture (measured: 1.0x)
