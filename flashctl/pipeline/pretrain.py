@@ -5,10 +5,10 @@ then its latent scale is set to 1/std and a base folder ``OUT/vae-base/`` is wri
 ``decoder`` (optional, ``decoder_steps`` > 0): the encoder stays frozen, so the latent space the
 U-Net learns in does not move, while the decoder alone goes on learning (L1 plus L1 on image
 gradients, which keeps thin limbs sharp); its latest checkpoint replaces vae-base's decoder when
-``final/`` is written, so it can run beside the U-Net stage. Stage ``unet``: that base is rebuilt through ``build`` (the backbone plugin's ``base=`` option), the VAE
-and text encoder stay frozen, and the whole video U-Net learns the LAMP-style loss of
-:func:`flashctl.model.flash.training_loss` on latent clips of every action, each conditioned on its
-action's prompt (dropped to "" for ``uncond_prob`` of the clips, for classifier-free guidance).
+``final/`` is written, so it can run beside the U-Net stage. Stage ``unet``: that base is rebuilt
+through ``build`` (the backbone plugin's ``base=`` option), the VAE and text encoder stay frozen,
+and the whole video U-Net learns the LAMP-style loss of :func:`flashctl.model.flash.training_loss`
+on latent clips of every action, each conditioned on its action's prompt (dropped to "" for ``uncond_prob`` of the clips, for classifier-free guidance).
 The result is ``OUT/final/`` in the layout ``backbone.save_pretrained`` writes, plus provenance.
 
 Each stage checkpoints to ``OUT/checkpoints/<stage>/`` (model and AdamW tensors as safetensors,
@@ -119,7 +119,7 @@ class _Pool:
 
 def pretrain(settings: PretrainSettings, source: ClipSource, build: Callable[[dict[str, Any]], Any],
              reporter: Reporter | None = None, command: str = "") -> Path:
-    """Run the chosen stage(s) into ``settings.out``; returns ``OUT/final`` (or ``OUT/vae-base`` for ``vae``).
+    """Run the chosen stage(s) into ``settings.out``; returns ``OUT/final`` (``OUT/vae-base`` for vae, decoder).
 
     ``build(options)`` makes the backbone from backbone options (the tiny AnimateDiff preset's).
     """
