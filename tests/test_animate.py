@@ -142,3 +142,15 @@ def test_anchor_setting_makes_frame_zero_the_input_image(trained, host):
     anchored = load_animator(anchoring, library, "slide", host).render(image, seed=1)
     assert np.abs(anchored[0].astype(int) - image).max() <= 1  # [-1, 1] round trip
     assert np.abs(plain[0].astype(int) - image).max() > 10  # the random VAE does not reproduce it
+
+
+def test_strength_zero_is_the_base_alone_and_one_is_the_trained_motion(trained, animator, host):
+    config, library = trained
+    base_alone = load_animator(tiny_config(config.root(), animate={"strength": 0.0}), library, "slide", host)
+    zeroed = load_animator(config, library, "slide", host)  # the same LoRA with its up-projections zeroed
+    for name, p in zeroed.model.backbone.unet.named_parameters():
+        if "lora_B" in name:
+            p.data.zero_()
+    image = _image(3)
+    assert np.array_equal(base_alone.render(image, seed=2), zeroed.render(image, seed=2))
+    assert not np.array_equal(animator.render(image, seed=2), base_alone.render(image, seed=2))

@@ -37,6 +37,7 @@ def animate(
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Denoising steps (default: animate.steps).")] = None,
     fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Output format: mp4, gif, png (repeatable).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", min=0, help="Classifier-free guidance on the action prompt; 1 = off, higher = larger motion (default: animate.guidance_scale).")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", "-s", min=0, max=4, help="Motion LoRA scale: 1 = as trained, 0 = the base alone with the action's prompt (default: animate.strength).")] = None,
     set_: SetOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -48,6 +49,8 @@ def animate(
         overrides.append(f"animate.steps={steps}")
     if guidance is not None:
         overrides.append(f"animate.guidance_scale={guidance}")
+    if strength is not None:
+        overrides.append(f"animate.strength={strength}")
     config = state.config(overrides)
     out_dir = out or config.project_path(config.animate.out)
     reporter = RichReporter()

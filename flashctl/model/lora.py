@@ -56,6 +56,16 @@ def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
+def set_motion_strength(backbone: Backbone, strength: float) -> int:
+    """Scale the motion LoRA's output by ``strength`` (1 = as trained, 0 = the base alone); returns the layers scaled."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in backbone.unet.modules() if isinstance(m, LoraLayer) and ADAPTER in m.scaling]
+    for layer in layers:
+        layer.set_scale(ADAPTER, strength)
+    return len(layers)
+
+
 def load_motion_lora(backbone: Backbone, state: dict[str, torch.Tensor], rank: int, alpha: float,
                      source: str, targets: list[str] | None = None) -> None:
     """Add a LoRA with the saved rank/alpha/targets and load ``state`` into it; mismatched keys name ``source``."""

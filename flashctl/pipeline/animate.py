@@ -52,7 +52,7 @@ class Animator:
 
 def load_animator(config: Any, library: Any, action: str, host: Any, reporter: Reporter = NullReporter()) -> Animator:
     """Build the configured backbone (``[runtime]`` applied), check the motion fits it, load its LoRA and decoder."""
-    from ..model.lora import load_motion_lora
+    from ..model.lora import load_motion_lora, set_motion_strength
 
     library.require(action)
     if not library.is_trained(action):
@@ -64,6 +64,7 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
     lora_path = Path(library.weights_dir(action)) / weights["lora"].get("file", LORA_FILE)
     load_motion_lora(model.backbone, load_lora(lora_path), weights["lora"]["rank"], weights["lora"]["alpha"],
                      source=str(lora_path), targets=weights["lora"].get("targets"))
+    set_motion_strength(model.backbone, config.animate.strength)
     load_decoder_weights(model, weights, library.weights_dir(action), reporter)
     settings = config.animate
     prompt_emb = model.backbone.encode_prompt([weights["prompt"]])  # (1, seq, dim)
