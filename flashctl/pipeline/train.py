@@ -47,7 +47,6 @@ from .checkpoint import STATE, Checkpoint, check_fingerprint, clear_checkpoint, 
 from .motion_weights import (CONFIG_FILE, DECODER_FILE, LORA_FILE, Model, build_model, file_hashes, motion_config,
                              save_lora, write_json)
 
-PREVIEW_STEPS = 4
 CHECKPOINT = "checkpoint"
 
 
@@ -106,7 +105,11 @@ def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: An
 
 
 def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: Any) -> Any:
-    """One short animation of the first clip's first frame, with animate's guidance -> (F, H, W, 3) uint8."""
+    """The first clip's first frame animated with animate's sampler settings -> (F, H, W, 3) uint8.
+
+    Same steps, scheduler, guidance and anchoring as ``flashctl animate``, so the preview looks like what
+    the motion will produce.
+    """
     from ..model.diffusion import make_scheduler
     from ..model.flash import sample
     from ..video import tensor_to_frames
@@ -116,7 +119,7 @@ def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: A
     guided = settings.guidance_scale > 1
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]).to(prompt_emb) if guided else None
     video = sample(model.backbone, model.decoder, clip[None, 0], prompt_emb, clip.shape[0],
-                   min(PREVIEW_STEPS, settings.steps), scheduler, settings.guidance_scale, negative_emb,
+                   settings.steps, scheduler, settings.guidance_scale, negative_emb,
                    generator, anchor=settings.anchor)  # (1, F, 3, H, W)
     return tensor_to_frames(video[0].float().cpu())
 
