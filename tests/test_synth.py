@@ -222,3 +222,15 @@ def test_motion_mask_holds_nearly_all_of_the_clips_change(action):
     mask, change = motion_mask(meta), change_map(clip)
     assert 0.02 < mask.mean() < 0.6  # a box around the person, not the frame
     assert change[mask].sum() > 0.9 * change.sum()
+
+
+def test_people_limits_the_appearances_not_the_motions(tmp_path):
+    write_clips("bow", 4, tmp_path, frames=4, size=32, seed=10, people=2)
+    metas = [json.loads((tmp_path / f"bow_train_{10 + i:05d}.json").read_text()) for i in range(4)]
+    assert [m["seed"] for m in metas] == [10, 11, 10, 11]  # two people, taking turns
+    assert metas[0]["appearance"] == metas[2]["appearance"] and metas[0]["appearance"] != metas[1]["appearance"]
+    assert len({m["motion"]["amplitude"] for m in metas}) == 4  # every clip its own variation
+    same_person, _ = render_clip("bow", frames=4, size=32, seed=10, motion_seed=10)
+    assert np.array_equal(same_person, render_clip("bow", frames=4, size=32, seed=10)[0])  # default: motion = person
+    with pytest.raises(SynthSettingError, match="people=0"):
+        write_clips("bow", 2, tmp_path / "none", people=0)

@@ -39,15 +39,20 @@ def _check(frames: int, size: int, fps: float, seed: int) -> None:
 
 
 def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8, seed: int = 0,
-                split: str = "train") -> tuple[np.ndarray, dict]:
-    """``(frames (F, size, size, 3) uint8, meta)``; meta holds the keypoints and every drawn parameter."""
+                split: str = "train", motion_seed: int | None = None) -> tuple[np.ndarray, dict]:
+    """``(frames (F, size, size, 3) uint8, meta)``; meta holds the keypoints and every drawn parameter.
+
+    ``seed`` picks the person and scene; ``motion_seed`` (default: ``seed``) picks how they move, so one
+    person can perform many variations of an action.
+    """
     act = get_action(action)
     check_split(split)
     _check(frames, size, fps, seed)
     base = [seed, SPLITS.index(split)]
     look = sample_appearance(np.random.default_rng(base + [1]), split)
     body = sample_body(np.random.default_rng(base + [2]))
-    motion = sample_motion(np.random.default_rng(base + [3, zlib.crc32(action.encode())]), act)
+    moves = base if motion_seed is None else [motion_seed, SPLITS.index(split)]
+    motion = sample_motion(np.random.default_rng(moves + [3, zlib.crc32(action.encode())]), act)
     ss = 4 if size <= 128 else 2
     big = size * ss
     painter = PersonPainter(body, look)
@@ -64,7 +69,8 @@ def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8
         phases.append(round(p, 5))
         keypoints.append(sk.keypoints(divide=ss))
     meta = {
-        "action": action, "prompt": act.prompt, "seed": seed, "split": split, "fps": fps, "size": size,
+        "action": action, "prompt": act.prompt, "seed": seed, "motion_seed": seed if motion_seed is None else motion_seed,
+        "split": split, "fps": fps, "size": size,
         "frames": frames, "view": act.view, "ground_y": round(body.ground_y * size, 3),
         "appearance": look.to_dict(), "body": body.to_dict(), "motion": motion.to_dict(),
         "joints": list(JOINTS), "phase": phases, "keypoints": keypoints,  # keypoints: (F, J, 2) x, y
@@ -91,10 +97,13 @@ def clip_name(action: str, split: str, seed: int) -> str:
 
 
 def write_clips(action: str, n: int, out_dir: Path | str, *, frames: int = 16, size: int = 64, fps: float = 8,
-                seed: int = 0, split: str = "train", reference_only: bool = False,
+                seed: int = 0, split: str = "train", reference_only: bool = False, people: int | None = None,
                 reporter: Reporter | None = None) -> list[Path]:
     """Write ``n`` clips (clip i uses seed ``seed + i``) as ``<name>.mp4`` with ``<name>.json`` beside it.
 
+    ``people``: only that many people (clip i shows person ``seed + i % people``, each in their own scene)
+    doing ``n`` different variations of the action (motion seed ``seed + i``): an appearance-poor set,
+    like a few athletes filmed in one gym.
     With ``reference_only`` only each clip's first frame is written, as ``<name>.png``. Returns the
     mp4 (or png) paths. Every setting is checked before anything is written; each file is written
     atomically, so an interrupted run leaves whole files only.
@@ -107,14 +116,17 @@ def write_clips(action: str, n: int, out_dir: Path | str, *, frames: int = 16, s
     _check(frames, size, fps, seed)
     if n < 1:
         raise SynthSettingError(f"clip count {n} is out of range", hint="ask for at least one clip (--clips N)")
+    if people is not None and people < 1:
+        raise SynthSettingError(f"people={people} is out of range", hint="ask for at least one person (--people N)")
     out_dir = Path(out_dir)
     reporter = reporter or NullReporter()
     reporter.start(f"synth {action}", total=n)
     written: list[Path] = []
     for i in range(n):
         name = clip_name(action, split, seed + i)
+        person = seed + i if people is None else seed + i % people
         video, meta = render_clip(action, frames=1 if reference_only else frames, size=size, fps=fps,
-                                  seed=seed + i, split=split)
+                                  seed=person, split=split, motion_seed=seed + i)
         if reference_only:
             with atomic_path(out_dir / f"{name}.png") as tmp:
                 Image.fromarray(video[0]).save(tmp, format="PNG")
