@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flashctl.model.motion_alignment import ablation_row
@@ -39,50 +40,67 @@ def project(tmp_path):
 @pytest.mark.parametrize("row", sorted(METHOD_TABLE))
 def test_variant_overrides_set_the_rows_switches(ablation, project, row):
     variant = next(v for v in ablation.VARIANTS if v.row == row)
-    args = ablation.parse(["--steps", "7", "--animate-steps", "3"])
+    args = ablation.parse(["--steps", "7", "--animate-steps", "3", "--guidance", "2.5", "--metrics", "smoothness"])
     config = ablation.variant_config(project, variant, seed=5, args=args)
     t = config.train
     assert (t.strong_augment, t.motion_align, t.correspondence_align, t.detail_decoder) == METHOD_TABLE[row]
     assert ablation_row(t) == row  # the library agrees which row this config trains
     assert config.model.decoder == ("detail-enhance" if row == "#6" else "vae")
     assert (t.steps, t.seed, config.animate.seed, config.animate.steps) == (7, 5, 5, 3)
-    assert config.eval.metrics == ablation.METRICS
+    assert config.animate.guidance_scale == 2.5 and config.animate.strength == 1.0
+    assert config.eval.metrics == ["smoothness"]
 
 
-def test_variants_are_the_six_rows_in_order(ablation):
-    assert [v.row for v in ablation.VARIANTS] == sorted(METHOD_TABLE)
+def test_base_row_samples_the_base_alone_with_the_stock_decoder(ablation, project):
+    base = next(v for v in ablation.VARIANTS if v.row == "base")
+    config = ablation.variant_config(project, base, seed=0, args=ablation.parse([]))
+    assert config.animate.strength == 0 and config.model.decoder == "vae" and not base.trained
 
 
-def test_aggregate_means_and_stds_over_seeds(ablation):
-    runs = [{"row": "#2", "seed": s, "train_s": t, "summary": {"first-frame/psnr": p}}
+def test_rows_pick_a_subset_in_table_order(ablation):
+    args = ablation.parse(["--rows", "base", "1", "#6"])
+    assert [v.row for v in args.variants] == ["base", "#1", "#6"]
+    assert [v.row for v in ablation.VARIANTS if v.trained] == sorted(METHOD_TABLE)
+
+
+def test_frozen_animator_repeats_the_reference(ablation):
+    image = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    video = ablation.FrozenAnimator(frames=5, size=20).render(image, seed=0)
+    assert video.shape == (5, 20, 20, 3) and all(np.array_equal(frame, image) for frame in video)
+
+
+def test_aggregate_means_and_stds_over_seeds_per_action(ablation):
+    runs = [{"action": "bow", "row": "#2", "seed": s, "train_s": t, "summary": {"first-frame/psnr": p}}
             for s, t, p in ((0, 1.0, 20.0), (1, 3.0, 24.0))]
-    runs.append({"row": "#3", "seed": 0, "error": "boom"})
-    rows = {r["row"]: r for r in ablation.aggregate(runs)}
-    cell = rows["#2"]["cells"]["first-frame/psnr"]
+    runs.append({"action": "bow", "row": "#3", "seed": 0, "error": "boom"})
+    runs.append({"action": "jump", "row": "#2", "seed": 0, "train_s": 5.0, "summary": {"first-frame/psnr": 9.0}})
+    rows = {(r["action"], r["row"]): r for r in ablation.aggregate(runs)}
+    cell = rows["bow", "#2"]["cells"]["first-frame/psnr"]
     assert cell["mean"] == 22.0 and cell["std"] == pytest.approx(math.sqrt(8)) and cell["n"] == 2
-    assert rows["#2"]["cells"]["train_s"]["mean"] == 2.0
-    assert rows["#3"]["errors"] == ["boom"] and rows["#3"]["cells"]["train_s"]["mean"] is None
-    table = ablation.markdown_table(list(rows.values()))
-    assert "22.0 ± 2.8" in table and "#3: boom" in table
+    assert rows["bow", "#2"]["cells"]["train_s"]["mean"] == 2.0
+    assert rows["jump", "#2"]["cells"]["first-frame/psnr"]["mean"] == 9.0
+    assert rows["bow", "#3"]["errors"] == ["boom"] and rows["bow", "#3"]["cells"]["train_s"]["mean"] is None
+    table = ablation.markdown_table(list(rows.values()), {"first-frame/psnr": True})
+    assert "22.0 ± 2.8" in table and "bow #3: boom" in table and "first-frame/psnr ↑" in table
 
 
-def test_quick_run_end_to_end(ablation, tmp_path, capsys):
-    assert ablation.main(["--quick", "--out", str(tmp_path / "out")]) == 0
+def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--quick", "--rows", "base", "frozen", "1", "6", "--out", str(out), "--metrics", "smoothness"]
+    assert ablation.main(argv) == 0
     import json
 
-    report = json.loads((tmp_path / "out" / "ablation.json").read_text())
-    assert [r["row"] for r in report["rows"]] == sorted(METHOD_TABLE)
+    report = json.loads((out / "ablation.json").read_text())
+    assert [r["row"] for r in report["rows"]] == ["base", "frozen", "#1", "#6"]
     assert not [r for r in report["runs"] if "error" in r]
+    keys = [key for key in report["rows"][0]["cells"] if key != "train_s"]
+    assert keys and all(key.startswith("smoothness/") for key in keys)
     for row in report["rows"]:
-        for _, key in ablation.COLUMNS:
-            assert math.isfinite(row["cells"][key]["mean"]), (row["row"], key)
-    assert (tmp_path / "out" / "comparison.html").is_file()
-    assert (tmp_path / "out" / "ablation.md").read_text().count("\n| #") == 6
-    assert capsys.readouterr().out.count("\n| #") == 6
-
-
-def test_sanity_ranking_brackets_every_candidate(ablation):
-    ranking = ablation.sanity(ablation.parse(["--frames", "8", "--size", "32"]), samples=2)
-    means = {name: value["mean"] for name, value in ranking.items()}
-    assert means.pop("ground truth") == pytest.approx(1.0) and means.pop("frozen first frame") == 0.0
-    assert all(0.0 < value < 0.99 for value in means.values()), means
+        assert all(math.isfinite(row["cells"][key]["mean"]) for key in keys), row["row"]
+    frozen = next(r for r in report["runs"] if r["row"] == "frozen")
+    samples = json.loads(Path(frozen["metrics_json"]).read_text())["samples"]
+    assert samples and all(change == 0 for s in samples for change in s["series"]["change"])  # nothing moves
+    assert capsys.readouterr().out.count("\n| bow") == 4
+    lines = (out / ablation.RUNS_FILE).read_text().splitlines()
+    assert ablation.main(argv) == 0  # every run is recorded: nothing is trained again
+    assert (out / ablation.RUNS_FILE).read_text().splitlines() == lines
