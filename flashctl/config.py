@@ -89,8 +89,9 @@ class AnimateSection(Section):
 
 
 class EvalSection(Section):
-    metrics: list[str] = Field(["first-frame", "smoothness", "temporal-consistency"],
-                               description="metric plugins to score with")
+    metrics: list[str] = Field(["motion-track", "transition", "smoothness", "motion-fidelity"],
+                               description="metric plugins to score with (the defaults pass bench/metric_sanity.py: "
+                                           "a frozen or noisy video cannot beat a real motion)")
     out: str = Field("eval", description="report folder name inside the motion")
 
 

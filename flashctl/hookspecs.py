@@ -52,7 +52,8 @@ def register_augmentations(register: "Register") -> None:
 def register_metrics(register: "Register") -> None:
     """Register metrics: ``register(name, factory, higher_is_better=..., requires_target=bool)``.
 
-    ``higher_is_better`` is a bool, or a dict key -> bool when the metric returns several keys.
+    ``higher_is_better`` is a direction (True, False, ``flashctl.directions.NEAR_ONE`` for ratios to the
+    real clip, or None), or a dict key -> direction when the metric returns several keys.
     ``factory(options, ctx) -> callable(generated, *, reference, target=None) -> dict[str, float]``
     where videos are ``(F, C, H, W)`` and the reference ``(C, H, W)``, floats in [-1, 1]. A metric
     with ``requires_target=True`` is skipped when no ground-truth continuation exists.

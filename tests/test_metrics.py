@@ -13,7 +13,8 @@ from flashctl.errors import ConfigError
 from flashctl.plugins import build_host
 
 FRAMES, SIZE = 8, 32
-NAMES = ["first-frame", "smoothness", "temporal-consistency", "motion-fidelity", "appearance"]
+NAMES = ["first-frame", "smoothness", "temporal-consistency", "motion-fidelity", "appearance", "transition",
+         "motion-track"]
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,86 @@ def noisy(video: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
 def test_directions_cover_every_key(registry, target):
     for name in NAMES:
         spec = registry.get("metric", name)
-        scores = spec.factory(spec.validate_options({}, name), None)(target, reference=target[0], target=target)
-        assert scores and set(scores) == set(spec.attrs["higher_is_better"]), name
-        assert all(isinstance(v, float) and math.isfinite(v) for v in scores.values()), name
+        score = spec.factory(spec.validate_options({}, name), None)
+        with_target, without = score(target, reference=target[0], target=target), score(target, reference=target[0])
+        assert with_target and set(with_target) | set(without) == set(spec.attrs["higher_is_better"]), name
+        assert all(isinstance(v, float) and math.isfinite(v) for v in with_target.values()), name
+
+
+def flickering(video: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Every frame after the first with a random gain and offset per colour channel: (F, 3, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    gain = 0.6 + 0.8 * torch.rand(len(video), 3, 1, 1, generator=g)  # (F, 3, 1, 1)
+    offset = 0.4 * torch.rand(len(video), 3, 1, 1, generator=g) - 0.2
+    gain[0], offset[0] = 1, 0
+    return (video * 0.6) * gain + offset  # shrunk first, so nothing clips
+
+
+def test_flow_follows_a_shift_and_ignores_whole_frame_flicker():
+    from flashctl_metrics.flow import video_flow
+
+    g = torch.Generator().manual_seed(0)
+    texture = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 48, 48, generator=g) * 2 - 1, 5, 1, 2)[0]
+    moving = torch.stack([texture[:, 8:40, 8 + 2 * t:40 + 2 * t] for t in range(4)])  # content 2 px left per frame
+    still = texture[:, 8:40, 8:40].expand(4, -1, -1, -1)  # (4, 3, 32, 32)
+    for video in (moving, flickering(moving)):
+        flow = video_flow(video)[..., 8:24, 8:24]  # (3, 2, 16, 16) away from the borders
+        assert flow[:, 0].mean() == pytest.approx(-2.0, abs=0.1) and flow[:, 1].abs().mean() < 0.1
+    assert float(video_flow(flickering(still)).abs().max()) < 0.05
+    from flashctl_metrics.temporal import frame_changes
+
+    assert float(frame_changes(flickering(still)).mean()) > float(frame_changes(moving).mean())  # more pixel change
+
+
+def test_motion_track_ranks_the_real_motion_first(registry):
+    score = metric(registry, "motion-track")
+    target = figure(background(), lambda t: (2 + 2 * t, 2 + 3 * t))  # down and right: backwards is no mirror image
+    frozen = target[:1].expand(FRAMES, -1, -1, -1)
+    videos = {"self": target, "mirrored": target.flip(-1), "other": figure(background(), downward),
+              "frozen": frozen, "noise": noisy(frozen, 0.1), "flicker": flickering(frozen),
+              "backwards": target.flip(0)}
+    results = {name: score(video, reference=target[0], target=target) for name, video in videos.items()}
+    assert results["self"]["correlation"] == pytest.approx(1.0, abs=1e-5)
+    assert results["self"]["gain"] == pytest.approx(1.0, abs=1e-3)
+    assert results["mirrored"]["correlation"] > 0.9  # the same motion, the other way round
+    for name in ("other", "frozen", "noise", "flicker", "backwards"):
+        assert results[name]["correlation"] < 0.3, name
+        assert abs(math.log(max(results[name]["gain"], 1e-9))) > 1.0, name  # gain far from 1 (or not positive)
+    assert score(target, reference=target[0]) == {}
+
+
+def test_relative_temporal_metrics_are_one_for_the_real_clip_and_not_for_a_frozen_one(registry, target):
+    frozen = target[:1].expand(FRAMES, -1, -1, -1)
+    keys = {"smoothness": ["jump_ratio"], "temporal-consistency": ["change_ratio", "flicker_ratio"],
+            "transition": ["first_step", "drift"]}
+    for name, names in keys.items():
+        score = metric(registry, name)
+        real, still = score(target, reference=target[0], target=target), score(frozen, reference=target[0], target=target)
+        assert set(real) == set(names) == set(still), name
+        for key in names:
+            assert real[key] == pytest.approx(1.0, abs=1e-6), (name, key)
+    for key in ("change_ratio", "flicker_ratio"):  # stillness no longer wins
+        assert metric(registry, "temporal-consistency")(frozen, reference=target[0], target=target)[key] < 0.1
+    assert metric(registry, "transition")(target, reference=target[0]) == {}
+
+
+def test_anchored_transition_tells_starts_apart(registry, target):
+    """Every video starts exactly at the reference (as under animate.anchor), so first-frame PSNR is 100
+    for all of them; the transition still ranks a real start above a frozen or a jumping one."""
+    score = metric(registry, "transition")
+    slow = figure(background(), lambda t: rightward(max(t - 1, 0)))  # holds frame 0 once, then the real motion
+    jumping = target.clone()
+    jumping[1:] = figure(background(), lambda t: rightward(t + 4))[1:]  # leaps four steps into the motion
+    boiling = torch.cat([target[:1], noisy(target[1:], 0.2)])
+    starts = {"real": target, "slow": slow, "jump": jumping, "frozen": target[:1].expand(FRAMES, -1, -1, -1),
+              "boiling": boiling}
+    scores = {name: score(video, reference=target[0], target=target) for name, video in starts.items()}
+    first_frame = metric(registry, "first-frame")
+    assert all(first_frame(video, reference=target[0])["psnr"] == 100.0 for video in starts.values())
+    steps = {name: s["first_step"] for name, s in scores.items()}
+    assert steps["real"] == pytest.approx(1.0) and steps["frozen"] < 0.1 and steps["slow"] < 0.1
+    assert steps["jump"] > 1.5 and steps["boiling"] > 3
+    assert scores["boiling"]["drift"] > 3 * scores["real"]["drift"] and scores["frozen"]["drift"] < 0.1
 
 
 def test_importing_the_plugin_does_not_import_torch():

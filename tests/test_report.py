@@ -14,6 +14,7 @@ from PIL import Image
 
 from cli_kit import run
 from flashctl.config import FlashConfig
+from flashctl.directions import ARROWS
 from flashctl.errors import MetricsFileError
 from flashctl.library import MotionLibrary
 from flashctl.pipeline.evaluate import EvalResult, evaluate
@@ -93,11 +94,11 @@ def test_report_shows_summary_samples_and_plots(host, tmp_path):
 
     markdown, page = written["markdown"].read_text(), written["html"].read_text()
     for key, value in result.summary.items():
-        arrow = "↑" if result.higher_is_better[key] else "↓"
+        arrow = ARROWS[result.higher_is_better[key]]
         assert f"| {key} | {arrow} | {format_value(value)} |" in markdown
         assert re.search(rf"<td[^>]*>{re.escape(key)}</td><td[^>]*>{arrow}</td><td[^>]*>"
                          rf"{re.escape(format_value(value))}</td>", page)
-    assert "smoothness/jump ↓" in markdown and "(samples/00_clip-0_sheet.png)" in markdown
+    assert "smoothness/jump_ratio →1" in markdown and "(samples/00_clip-0_sheet.png)" in markdown
     assert "(per_frame.png)" in markdown
     for src in re.findall(r'<video src="([^"]+)"', page):
         assert (out / src).is_file()
@@ -235,3 +236,22 @@ def test_eval_several_actions_reports_each_and_compares(tmp_path, capsys, monkey
     r = run(capsys, "eval", "wave", "nope", "--out", tmp_path / "again")
     assert r.code == 1 and "'nope'" in r.err and "Traceback" not in r.err
     assert not (tmp_path / "again").exists()  # checked before anything was rendered
+
+
+def test_compare_and_reports_honour_near_one(tmp_path):
+    from flashctl.directions import NEAR_ONE
+
+    directions = {"m/ratio": NEAR_ONE}
+    paths = [tmp_path / v / "metrics.json" for v in ("frozen", "close", "double")]
+    for path, value in zip(paths, (0.05, 0.8, 2.0)):
+        write_metrics(path, "wave", {"m/ratio": value}, directions)
+    loaded = load_result(paths[0])
+    assert loaded.higher_is_better == {"m/ratio": NEAR_ONE}  # survives the JSON round trip
+    row = compare(paths).rows[0]
+    assert row.higher_is_better == NEAR_ONE and row.best == [1]  # 0.8 is nearer 1 than 0.05 or 2.0
+    assert compare([paths[2], paths[2]]).rows[0].best == []
+    half = tmp_path / "half" / "metrics.json"
+    write_metrics(half, "wave", {"m/ratio": 0.5}, directions)
+    assert compare([paths[2], half]).rows[0].best == []  # 2x and 0.5x are equally far from 1
+    written = write_comparison(compare(paths), tmp_path / "cmp")
+    assert "| m/ratio | →1 | 0.05 | **0.8** | 2 |" in written["markdown"].read_text(encoding="utf-8")

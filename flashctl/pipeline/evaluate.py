@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import FlashConfig, config_to_dict
+from ..directions import Direction
 from ..errors import ConfigError, ImageReadError
 from ..progress import NullReporter, Reporter
 
@@ -34,7 +35,7 @@ class EvalResult:
     per_sample: list[dict]  # {"reference": label, "seed": int, "scores": {"metric/key": float}}
     summary: dict[str, float]  # "metric/key" -> mean over the samples that have it
     path: Path  # the metrics.json written
-    higher_is_better: dict[str, bool | None] = field(default_factory=dict)  # "metric/key" -> direction
+    higher_is_better: dict[str, Direction] = field(default_factory=dict)  # "metric/key" -> flashctl.directions
     videos: list[np.ndarray] = field(default_factory=list, repr=False)  # (F, H, W, 3) uint8 per sample, if kept
     fps: float = 8.0  # frame rate of ``videos``
 
@@ -43,7 +44,7 @@ class EvalResult:
 class _Metric:
     name: str
     score: Callable[..., dict[str, float]]
-    higher_is_better: dict[str, bool] | bool | None
+    higher_is_better: dict[str, Direction] | Direction
     requires_target: bool
     plugin: str
     aggregate: bool = False  # scores a whole set: returns {} per sample, its keys come from ``score.compute()``
@@ -124,7 +125,7 @@ def frame_series(generated: Any, reference: Any, target: Any = None) -> dict[str
     return series
 
 
-def _direction(metric: _Metric, key: str) -> bool | None:
+def _direction(metric: _Metric, key: str) -> Direction:
     hib = metric.higher_is_better
     return hib.get(key) if isinstance(hib, dict) else hib
 
@@ -166,7 +167,7 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
     prompt = library.manifest(action).prompt
     per_sample: list[dict] = []
     videos: list[np.ndarray] = []
-    directions: dict[str, bool | None] = {}
+    directions: dict[str, Direction] = {}
     reporter.start("eval", total=len(samples))
     for label, image, clip in samples:
         frames = animator.render(image, seed)  # (F, H, W, 3) uint8

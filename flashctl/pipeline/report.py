@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..directions import ARROWS, LEGEND, Direction, best
 from ..errors import MetricsFileError
 from ..library import atomic_path, atomic_write
 from ..progress import NullReporter, Reporter
@@ -30,8 +31,6 @@ from .evaluate import METRICS_FILE, EvalResult
 
 REPORT_MD, REPORT_HTML, PLOT_FILE, SAMPLES_DIR = "report.md", "report.html", "per_frame.png", "samples"
 COMPARISON_MD, COMPARISON_HTML = "comparison.md", "comparison.html"
-ARROWS = {True: "↑", False: "↓", None: ""}
-LEGEND = "↑ higher is better, ↓ lower is better."
 NO_MATPLOTLIB = "per-frame plots need matplotlib: pip install 'flashctl[report]'"
 # series key, dashed companion from the real clip, title, y label, index of the first value's frame
 PANELS = (
@@ -66,7 +65,7 @@ class _Record(BaseModel):
     action: str
     summary: dict[str, float | None]
     samples: list[_Sample] = []
-    higher_is_better: dict[str, bool | None] = {}
+    higher_is_better: dict[str, Direction] = {}
 
 
 def load_result(path: Path | str) -> EvalResult:
@@ -301,7 +300,7 @@ def write_report(result: EvalResult, out_dir: Path | str, *,
 @dataclass(frozen=True)
 class ComparisonRow:
     metric: str
-    higher_is_better: bool | None
+    higher_is_better: Direction
     values: list[float | None]  # one per column; None where that result lacks the metric
     best: list[int]  # columns holding the best value (ties share it); empty without a direction or a difference
 
@@ -319,14 +318,6 @@ def _columns(results: list[EvalResult]) -> list[str]:
     return [f"{n} #{i + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def _best(values: list[float | None], higher_is_better: bool | None) -> list[int]:
-    finite = {i: v for i, v in enumerate(values) if v is not None}
-    if higher_is_better is None or len(set(finite.values())) < 2:
-        return []  # no direction, or nothing to choose between
-    target = max(finite.values()) if higher_is_better else min(finite.values())
-    return [i for i, v in finite.items() if v == target]
-
-
 def compare(results: Sequence[EvalResult | Path | str]) -> Comparison:
     """Several eval results (or their metrics.json files) side by side, best value per metric marked."""
     if not results:
@@ -337,7 +328,7 @@ def compare(results: Sequence[EvalResult | Path | str]) -> Comparison:
         directions = {r.higher_is_better[key] for r in loaded if r.higher_is_better.get(key) is not None}
         direction = directions.pop() if len(directions) == 1 else None  # disagreeing plugins: no winner
         values = [r.summary[key] if math.isfinite(r.summary.get(key, math.nan)) else None for r in loaded]
-        rows.append(ComparisonRow(key, direction, values, _best(values, direction)))
+        rows.append(ComparisonRow(key, direction, values, best(values, direction)))
     return Comparison(_columns(loaded), [r.path for r in loaded], rows)
 
 

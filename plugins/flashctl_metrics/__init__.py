@@ -3,8 +3,11 @@
 Each metric is ``metric(generated, *, reference, target=None) -> dict[str, float]`` with
 ``generated``/``target`` ``(F, C, H, W)`` and ``reference`` ``(C, H, W)``, floats in [-1, 1].
 ``higher_is_better`` maps every key a metric returns to its direction; ``requires_target`` marks
-metrics that need the real continuation and return ``{}`` without one. Pure torch: the code lives
-in :mod:`.reference` (comparisons with the reference image) and :mod:`.temporal` (the video over time).
+metrics that need the real continuation and return ``{}`` without one. A direction is ``True``,
+``False``, ``NEAR_ONE`` (a ratio to the real clip, 1.0 best) or ``None``: see :mod:`flashctl.directions`.
+Pure torch: the code lives in :mod:`.reference` (comparisons with the reference image),
+:mod:`.temporal` (the video over time), :mod:`.transition` (leaving the reference, relative to the
+real clip) and :mod:`.motion_track` (optical flow, :mod:`.flow`, against the real clip's).
 
 The weight-based metrics load local weights named by ``options.metric.<name>.weights`` at factory
 time and never download: :mod:`.clip_score`, :mod:`.lpips`, :mod:`.fvd` (whose module docstrings give
@@ -21,6 +24,7 @@ from typing import Any, Callable
 from pydantic import Field, field_validator
 
 from flashctl import hookimpl
+from flashctl.directions import NEAR_ONE, Direction
 from flashctl.registry import NoOptions, Options
 
 
@@ -45,15 +49,25 @@ class AppearanceOptions(Options):
     bins: int = Field(8, ge=2, le=32, description="histogram bins per colour channel")
 
 
-# name, (module, function), options model, higher_is_better per key, requires target, summary
-METRICS: list[tuple[str, tuple[str, str], type[Options], dict[str, bool], bool, str]] = [
+class MotionTrackOptions(Options):
+    grid: int = Field(8, ge=1, le=64, description="optical flow is averaged over grid x grid cells before comparing")
+
+
+# name, (module, function), options model, direction per key, requires target, summary
+METRICS: list[tuple[str, tuple[str, str], type[Options], dict[str, Direction], bool, str]] = [
     ("first-frame", ("reference", "first_frame"), FirstFrameOptions, {"psnr": True, "ssim": True}, False,
      "PSNR and SSIM between the reference image and generated frame 0"),
-    ("smoothness", ("temporal", "smoothness"), NoOptions, {"jump": False, "first_change": False}, False,
-     "frame 0->1 change over the median frame-to-frame change (1 = smooth start)"),
+    ("smoothness", ("temporal", "smoothness"), NoOptions,
+     {"jump": False, "first_change": False, "jump_ratio": NEAR_ONE}, False,
+     "frame 0->1 change over the median frame-to-frame change (1 = smooth start); with a target, over the real clip's"),
     ("temporal-consistency", ("temporal", "temporal_consistency"), NoOptions,
-     {"similarity": True, "flicker": False}, False,
-     "consecutive-frame similarity and high-frequency temporal energy (flicker)"),
+     {"similarity": True, "flicker": False, "change_ratio": NEAR_ONE, "flicker_ratio": NEAR_ONE}, False,
+     "consecutive-frame similarity and temporal flicker; with a target, both over the real clip's"),
+    ("transition", ("transition", "transition"), AppearanceOptions, {"first_step": NEAR_ONE, "drift": NEAR_ONE}, True,
+     "frame 0->1 change and colour drift from the reference, over the real clip's (needs a target)"),
+    ("motion-track", ("motion_track", "motion_track"), MotionTrackOptions,
+     {"correlation": True, "gain": NEAR_ONE}, True,
+     "optical flow vs the real continuation's: agreement in direction, place and time, and size (needs a target)"),
     ("motion-fidelity", ("temporal", "motion_fidelity"), MotionFidelityOptions,
      {"map_similarity": True, "energy_ratio": True}, True,
      "agreement of motion-energy maps with the real continuation (needs a target)"),

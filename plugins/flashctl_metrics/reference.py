@@ -13,7 +13,7 @@ import torch.nn.functional as F
 SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # Wang et al. 2004 constants for a dynamic range of 1
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
+def unit(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1) / 2).clamp(0, 1)
 
 
@@ -51,7 +51,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int, sigma: float) -> float:
 def first_frame(generated: torch.Tensor, *, reference: torch.Tensor, target: torch.Tensor | None = None,
                 ssim_window: int, ssim_sigma: float, max_psnr: float) -> dict[str, float]:
     """How faithfully the video starts at the reference image."""
-    ref, first = _unit(reference), _unit(generated[0])  # (C, H, W) each
+    ref, first = unit(reference), unit(generated[0])  # (C, H, W) each
     return {"psnr": psnr(ref, first, max_psnr), "ssim": ssim(ref, first, ssim_window, ssim_sigma)}
 
 
@@ -66,10 +66,14 @@ def colour_histogram(frames: torch.Tensor, bins: int) -> torch.Tensor:
     return counts / counts.sum(dim=1, keepdim=True)
 
 
+def histogram_overlap(frames: torch.Tensor, reference: torch.Tensor, bins: int) -> torch.Tensor:
+    """Histogram intersection (1 = same colours) of the reference with every frame of ``(F, C, H, W)``: ``(F,)``."""
+    ref = colour_histogram(unit(reference)[None], bins)  # (1, B)
+    return torch.minimum(ref, colour_histogram(unit(frames), bins)).sum(dim=1)  # (F,)
+
+
 def appearance(generated: torch.Tensor, *, reference: torch.Tensor, target: torch.Tensor | None = None,
                bins: int) -> dict[str, float]:
     """Histogram intersection (1 = same colours) of the reference with every generated frame."""
-    ref = colour_histogram(_unit(reference)[None], bins)  # (1, B)
-    gen = colour_histogram(_unit(generated), bins)  # (F, B)
-    overlap = torch.minimum(ref, gen).sum(dim=1)  # (F,)
+    overlap = histogram_overlap(generated, reference, bins)  # (F,)
     return {"histogram_mean": float(overlap.mean()), "histogram_min": float(overlap.min())}

@@ -1,6 +1,8 @@
 """Metrics of a video over time: transition smoothness, temporal consistency, motion fidelity.
 
-Inputs are ``(F, C, H, W)`` floats in [-1, 1]; changes are reported on the [0, 1] scale.
+Inputs are ``(F, C, H, W)`` floats in [-1, 1]; changes are reported on the [0, 1] scale. Given the
+real continuation (``target``), smoothness and consistency are reported as ratios to the real
+clip's own value (1.0 = like the real motion), so that a video which does not move cannot win.
 """
 
 from __future__ import annotations
@@ -16,18 +18,42 @@ def frame_changes(video: torch.Tensor) -> torch.Tensor:
     return (video[1:].float() - video[:-1].float()).abs().mean(dim=(1, 2, 3)) / 2
 
 
+def ratio(value: float, real: float) -> float:
+    """``value`` over the real clip's ``real``, both changes on the [0, 1] scale, EPS-guarded."""
+    return (value + EPS) / (real + EPS)
+
+
+def _jump(video: torch.Tensor) -> tuple[float, float] | None:
+    """(frame 0->1 change over the median later change, frame 0->1 change); None below two frames."""
+    changes = frame_changes(video)  # (F-1,)
+    if len(changes) == 0:
+        return None
+    typical = changes[1:].median() if len(changes) > 1 else changes[0]
+    return ratio(float(changes[0]), float(typical)), float(changes[0])
+
+
 def smoothness(generated: torch.Tensor, *, reference: torch.Tensor,
                target: torch.Tensor | None = None) -> dict[str, float]:
     """``jump``: the frame 0->1 change over the median of the later consecutive changes.
 
     1.0 means the video leaves the reference as gently as it moves afterwards; a large value means
-    it jumps out of the reference. ``first_change`` is the raw frame 0->1 change.
+    it jumps out of the reference. ``first_change`` is the raw frame 0->1 change. With a target,
+    ``jump_ratio`` (generated jump over the real clip's) replaces both.
     """
-    changes = frame_changes(generated)  # (F-1,)
-    if len(changes) == 0:
+    jump = _jump(generated)
+    if jump is None:
         return {}
-    typical = changes[1:].median() if len(changes) > 1 else changes[0]
-    return {"jump": float((changes[0] + EPS) / (typical + EPS)), "first_change": float(changes[0])}
+    real = None if target is None else _jump(target)
+    if real is not None:
+        return {"jump_ratio": jump[0] / real[0]}
+    return {"jump": jump[0], "first_change": jump[1]}
+
+
+def flicker(video: torch.Tensor) -> float:
+    """Mean |second temporal difference| of ``(F >= 3, C, H, W)``, on the [0, 1] scale."""
+    x = video.float()
+    second = x[2:] - 2 * x[1:-1] + x[:-2]  # (F-2, C, H, W), range [-4, 4]
+    return float(second.abs().mean() / 4)
 
 
 def temporal_consistency(generated: torch.Tensor, *, reference: torch.Tensor,
@@ -35,15 +61,22 @@ def temporal_consistency(generated: torch.Tensor, *, reference: torch.Tensor,
     """``similarity`` = 1 - mean consecutive change; ``flicker`` = mean |second temporal difference|.
 
     Smooth motion has small second differences; frame-to-frame boiling or brightness pumping
-    makes them as large as the first differences.
+    makes them as large as the first differences. With a target (over the shorter video's frames),
+    ``change_ratio`` and ``flicker_ratio`` (the mean change and the flicker over the real clip's)
+    replace them.
     """
-    x = generated.float()
-    if len(x) < 2:
+    if target is not None:
+        frames = min(len(generated), len(target))
+        if frames < 3:
+            return {}
+        gen, real = generated[:frames], target[:frames]
+        return {"change_ratio": ratio(float(frame_changes(gen).mean()), float(frame_changes(real).mean())),
+                "flicker_ratio": ratio(flicker(gen), flicker(real))}
+    if len(generated) < 2:
         return {}
-    scores = {"similarity": float(1 - frame_changes(x).mean())}
-    if len(x) >= 3:
-        second = x[2:] - 2 * x[1:-1] + x[:-2]  # (F-2, C, H, W), range [-4, 4]
-        scores["flicker"] = float(second.abs().mean() / 4)
+    scores = {"similarity": float(1 - frame_changes(generated).mean())}
+    if len(generated) >= 3:
+        scores["flicker"] = flicker(generated)
     return scores
 
 
