@@ -5,6 +5,8 @@ tone, hair colour, clothing colour, shoe colour and background colour pair belon
 pool, and so does every hair style, clothing pattern and background style. A model trained on
 ``train`` people and scored on ``heldout`` references has therefore never seen those appearances.
 Body proportions, framing, sleeve and leg lengths are drawn from the same ranges in both pools.
+A third split, ``pose``, trains the keypoint estimator (:mod:`.keypoint_net`) and no evaluation
+uses it: every colour is uniformly random RGB and every style of both pools is possible.
 All lengths are fractions of the standing body height.
 """
 
@@ -18,7 +20,8 @@ from .errors import SynthSettingError
 
 Color = tuple[int, int, int]
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "pose")  # a split's index seeds its people: append, never reorder
+POSE_SPLIT = "pose"
 
 # Every palette is split by alternating entries, so each pool spans the whole range (light to dark).
 SKIN_TONES: tuple[Color, ...] = (
@@ -77,8 +80,23 @@ POOLS: dict[str, Pool] = {
         backgrounds=(("flat", "gradient", "room"), ("noise", "tiles", "outdoor"))[i],
         background_pairs=_half(BACKGROUND_PAIRS, i),
     )
-    for i, name in enumerate(SPLITS)
+    for i, name in enumerate(SPLITS[:2])  # the pooled splits, train and heldout
 }
+
+
+def _random_pool(rng: np.random.Generator) -> Pool:
+    """One person's choices in the ``pose`` split: random colours (enough for distinct picks), all styles."""
+
+    def colours(n: int) -> tuple[Color, ...]:
+        return tuple(tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(n))
+
+    both = list(POOLS.values())
+    return Pool(
+        skin=colours(1), hair_colors=colours(1), hair_styles=tuple(s for p in both for s in p.hair_styles),
+        cloth_colors=colours(4), shoe_colors=colours(1), patterns=tuple(s for p in both for s in p.patterns),
+        backgrounds=tuple(s for p in both for s in p.backgrounds),
+        background_pairs=(tuple(colours(2)),),
+    )
 
 
 @dataclass(frozen=True)
@@ -134,11 +152,10 @@ class Body:
         return asdict(self)
 
 
-def check_split(split: str) -> Pool:
-    if split not in POOLS:
+def check_split(split: str) -> None:
+    if split not in SPLITS:
         raise SynthSettingError(f"appearance split {split!r} is not one of: {', '.join(SPLITS)}",
                                 hint="use --appearance-split train or --appearance-split heldout")
-    return POOLS[split]
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> object:
@@ -146,7 +163,8 @@ def _pick(rng: np.random.Generator, options: tuple) -> object:
 
 
 def sample_appearance(rng: np.random.Generator, split: str) -> Appearance:
-    pool = check_split(split)
+    check_split(split)
+    pool = _random_pool(rng) if split == POSE_SPLIT else POOLS[split]
     shirt, shirt_accent, pants, pants_accent = (pool.cloth_colors[i] for i in
                                                 rng.choice(len(pool.cloth_colors), 4, replace=False))
     patterned_pants = rng.random() < 0.3
