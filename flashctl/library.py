@@ -2,9 +2,11 @@
 
 Layout (DESIGN.md "The motion library on disk")::
 
-    <root>/<action>/motion.toml, clips/, weights/, provenance.json, eval/, preview.gif, .cache/
-    <root>/<action>/.history/<run-id>/   what the last 3 saves replaced
-    <root>/.staging/<action>-<run-id>/   a save in progress (renamed into place when complete)
+    <root>/<action>/motion.toml, clips/, .cache/   human-owned files and prepare's cache
+    <root>/<action>/current, .versions/<run-id>/   the machine-written state, one version per save
+                                                   (weights/, provenance.json, preview.gif, eval/;
+                                                   see :mod:`flashctl.versions`)
+    <root>/.staging/<action>.<run-id>/   a save in progress (renamed in whole when complete)
     <root>/.locks/<action>.lock, .pid    the per-action writer lock and its owner
 
 The lock files live outside the action folder so that removing an action, or creating a new
@@ -27,14 +29,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import versions
 from .errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError, MotionNotFoundError,
                      StaleCacheError)
 from .manifest import MANIFEST_NAME, MotionManifest, dumps_manifest, is_safe_relative, load_manifest
 
 ACTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 CACHE_NAME = "frames.safetensors"
-KEEP_HISTORY = 3
-PROTECTED = (MANIFEST_NAME, "clips")  # human-owned once the action exists: a save never replaces them
 
 _held: dict[Path, int] = {}  # lock file -> nesting depth, so lock() is re-entrant within a process
 
@@ -223,59 +224,48 @@ class MotionLibrary:
             flock.release()
 
     @contextmanager
-    def stage(self, action: str, on_saved: Callable[[str, Path], None] | None = None) -> Iterator[Path]:
-        """Yield an empty staging folder; on success its items replace the live ones by rename.
-
-        Each replaced item moves to ``<action>/.history/<run-id>/`` (the last 3 runs are kept), then
-        ``on_saved(action, action_folder)`` is called. On an exception the staging folder is deleted
-        and the live motion is untouched. Holds the action's lock throughout.
-        """
+    def create(self, action: str) -> Iterator[Path]:
+        """Yield an empty staging folder for a new action's files (clips/, motion.toml); one rename makes it live."""
         live = self.path(action)
+        with self._staging(action) as staging:
+            yield staging
+            if live.exists():
+                raise FlashctlError(f"{live} already exists" + ("" if self.exists(action) else " (without motion.toml)"),
+                                    hint=f"pick another name, or move {live} away")
+            os.rename(staging, live)
+
+    @contextmanager
+    def stage(self, action: str, on_saved: Callable[[str, Path], None] | None = None) -> Iterator[Path]:
+        """Yield an empty staging folder for a save; on success it becomes the live version in one swap.
+
+        The caller writes only machine-written items (weights/, provenance.json, preview.gif, eval/);
+        see :mod:`flashctl.versions`. Then ``on_saved(action, action_folder)`` is called. On an exception
+        the staging folder is deleted and the live motion is untouched. Holds the action's lock throughout.
+        """
+        live = self.require(action)
+        with self._staging(action) as staging:
+            yield staging
+            versions.commit(live, staging, staging.name.split(".", 1)[1])
+        if on_saved is not None:
+            on_saved(action, live)
+
+    @contextmanager
+    def _staging(self, action: str) -> Iterator[Path]:
+        """Under the action's lock, after cleaning up killed saves: a fresh ``.staging/<action>.<run-id>``."""
         with self.lock(action):
-            run_id = new_run_id()
-            staging = self.root / ".staging" / f"{action}-{run_id}"
+            versions.recover(self.root / ".staging", self.path(action), action)
+            staging = self.root / ".staging" / f"{action}.{new_run_id()}"
             staging.mkdir(parents=True)
             try:
                 yield staging
-                self._commit(live, staging, run_id)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            if on_saved is not None:
-                on_saved(action, live)
-
-    def _commit(self, live: Path, staging: Path, run_id: str) -> None:
-        items = sorted(staging.iterdir())
-        for item in items:
-            if item.name in PROTECTED and (live / item.name).exists() and (live / MANIFEST_NAME).exists():
-                raise ValueError(f"a save may not replace {live / item.name}")
-        history = live / ".history" / run_id
-        live.mkdir(parents=True, exist_ok=True)
-        done: list[tuple[Path, bool]] = []  # (staged item, whether a live one went to history)
-        try:
-            for item in items:
-                target = live / item.name
-                kept = target.exists()
-                if kept:
-                    history.mkdir(parents=True, exist_ok=True)
-                    os.replace(target, history / item.name)
-                done.append((item, kept))
-                os.replace(item, target)
-        except BaseException:  # put everything back as it was
-            for item, kept in reversed(done):
-                if (live / item.name).exists() and not item.exists():
-                    os.replace(live / item.name, item)
-                if kept:
-                    os.replace(history / item.name, live / item.name)
-            raise
-        runs = sorted(p for p in (live / ".history").glob("*") if p.is_dir()) if history.exists() else []
-        for old in runs[:-KEEP_HISTORY]:
-            shutil.rmtree(old, ignore_errors=True)
 
     def remove(self, action: str) -> None:
         """Delete the action (under its lock): one rename out of the library, then the delete."""
         folder = self.require(action)
         with self.lock(action):
-            trash = self.root / ".staging" / f"{action}-removed-{new_run_id()}"
+            trash = self.root / ".staging" / f"{action}.removed-{new_run_id()}"
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -284,8 +274,12 @@ class MotionLibrary:
     def cache_dir(self, action: str) -> Path:
         return self.path(action) / ".cache"
 
+    def version_dir(self, action: str) -> Path:
+        """The live version's folder; resolve it once and read every machine-written file from it."""
+        return versions.live_version(self.path(action))
+
     def weights_dir(self, action: str) -> Path:
-        return self.path(action) / "weights"
+        return self.version_dir(action) / "weights"
 
     def is_trained(self, action: str) -> bool:
         return (self.weights_dir(action) / "config.json").is_file()
@@ -294,7 +288,7 @@ class MotionLibrary:
         return _read_json(self.weights_dir(action) / "config.json")
 
     def provenance(self, action: str) -> dict[str, Any] | None:
-        return _read_json(self.path(action) / "provenance.json")
+        return _read_json(self.version_dir(action) / "provenance.json")
 
     def save_frames(self, action: str, frames: np.ndarray, meta: dict[str, Any]) -> Path:
         """Write prepare's cache: ``frames`` (N, F, S, S, 3) uint8 and JSON-able ``meta``, atomically."""
@@ -338,23 +332,25 @@ class MotionLibrary:
         if last is None and self.is_trained(action):
             mtime = (self.weights_dir(action) / "config.json").stat().st_mtime
             last = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
         return MotionInfo(action, manifest.prompt, len(manifest.clips), self.is_trained(action),
                           backbone, last, size)
 
     def verify(self, action: str) -> list[Drift]:
         """Clips against motion.toml's sha256s, untracked files in clips/, weights against provenance ``files``.
 
-        provenance.json's ``files`` maps paths relative to the action folder to sha256s.
+        provenance.json's ``files`` maps paths relative to the live version's folder to sha256s.
         """
         manifest = self.manifest(action)
-        folder = self.path(action)
-        expected = {clip.file: clip.sha256 for clip in manifest.clips}
+        folder, version = self.path(action), self.version_dir(action)
+        if not version.is_dir():
+            return [Drift(f"{versions.CURRENT} -> {version.relative_to(folder)}", "missing", None, None)]
+        expected = {clip.file: (folder, clip.sha256) for clip in manifest.clips}
         files = (self.provenance(action) or {}).get("files") or {}
-        expected.update({rel: sha for rel, sha in files.items() if is_safe_relative(rel)})
+        expected.update({rel: (version, sha) for rel, sha in files.items() if is_safe_relative(rel)})
         drifts = []
-        for rel, sha in expected.items():
-            path = folder / rel
+        for rel, (root, sha) in expected.items():
+            path = root / rel
             if not path.is_file():
                 drifts.append(Drift(rel, "missing", sha, None))
             elif (actual := sha256_file(path)) != sha:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flashctl import library as library_module
+from flashctl import versions as versions_module
 from flashctl.errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError,
                              MotionNotFoundError, StaleCacheError)
 from flashctl.library import Drift, MotionLibrary, atomic_write, sha256_file, validate_action_name
@@ -171,25 +171,26 @@ def test_lock_busy_in_another_process(lib):
 
 
 # -- stage ---------------------------------------------------------------------------------
-def test_stage_replaces_live_items_and_keeps_history(lib):
+def test_stage_swaps_in_a_whole_version_and_keeps_history(lib):
     make_action(lib, "kick")
     saved = []
 
     def on_saved(action, path):
         saved.append((action, path, (path / "weights" / "lora.safetensors").read_text()))
 
-    for run in range(5):
+    for run in range(6):
         with lib.stage("kick", on_saved=on_saved) as staging:
             (staging / "weights").mkdir()
             (staging / "weights" / "lora.safetensors").write_text(f"run {run}")
             (staging / "provenance.json").write_text(json.dumps({"run": run}))
     folder = lib.path("kick")
-    assert (folder / "weights" / "lora.safetensors").read_text() == "run 4"
-    assert lib.provenance("kick") == {"run": 4}
-    assert saved == [("kick", folder, f"run {r}") for r in range(5)]
-    history = sorted((folder / ".history").iterdir())
-    assert len(history) == 3  # runs 1, 2, 3 were replaced by 2, 3, 4
-    assert [(h / "weights" / "lora.safetensors").read_text() for h in history] == ["run 1", "run 2", "run 3"]
+    assert (folder / "weights" / "lora.safetensors").read_text() == "run 5"  # the fixed links follow `current`
+    assert lib.provenance("kick") == {"run": 5} and lib.version_dir("kick") == (folder / "current").resolve()
+    assert saved == [("kick", folder, f"run {r}") for r in range(6)]
+    kept = sorted((folder / ".versions").iterdir())
+    assert len(kept) == 4  # the live one and the 3 it replaced
+    assert [(v / "weights" / "lora.safetensors").read_text() for v in kept] == ["run 2", "run 3", "run 4", "run 5"]
+    assert (lib.version_dir("kick") / "eval").is_dir() and (folder / "eval").is_dir()
     assert list((lib.root / ".staging").iterdir()) == []
 
 
@@ -205,11 +206,11 @@ def test_stage_failure_half_way_leaves_live_motion(lib):
             (staging / "weights" / "lora.safetensors").write_text("half")
             raise RuntimeError("disk on fire")
     assert (lib.path("kick") / "weights" / "lora.safetensors").read_text() == "good"
-    assert called == [] and not (lib.path("kick") / ".history").exists()
+    assert called == [] and len(list((lib.path("kick") / ".versions").iterdir())) == 1
     assert list((lib.root / ".staging").iterdir()) == []
 
 
-def test_stage_rolls_back_when_a_rename_fails(lib, monkeypatch):
+def test_stage_keeps_the_old_version_when_the_swap_fails(lib, monkeypatch):
     make_action(lib, "kick")
     with lib.stage("kick") as staging:
         (staging / "provenance.json").write_text("old provenance")
@@ -217,27 +218,64 @@ def test_stage_rolls_back_when_a_rename_fails(lib, monkeypatch):
     real_replace = os.replace
 
     def flaky(src, dst):
-        if Path(src).name == "weights" and ".staging" in str(src):  # the second staged item
+        if Path(dst).name == "current":
             raise OSError(5, "I/O error")
         real_replace(src, dst)
 
-    monkeypatch.setattr(library_module.os, "replace", flaky)
+    monkeypatch.setattr(versions_module.os, "replace", flaky)
     with pytest.raises(OSError):
         with lib.stage("kick") as staging:
             (staging / "provenance.json").write_text("new provenance")
             (staging / "weights").mkdir()
     monkeypatch.undo()
-    assert (lib.path("kick") / "provenance.json").read_text() == "old provenance"
-    assert (lib.path("kick") / "weights").is_dir()
+    folder = lib.path("kick")
+    assert (folder / "provenance.json").read_text() == "old provenance"
+    assert len(list((folder / ".versions").iterdir())) == 2  # the new one never went live ...
+    with lib.stage("kick") as staging:
+        (staging / "provenance.json").write_text("third")
+    assert (folder / "provenance.json").read_text() == "third"
+    assert [(v / "provenance.json").read_text() for v in sorted((folder / ".versions").iterdir())] == [
+        "old provenance", "third"]  # ... and the next writer deleted it
 
 
-def test_stage_never_replaces_the_manifest(lib):
+def test_stage_writes_only_machine_items(lib):
     make_action(lib, "kick")
     before = (lib.path("kick") / "motion.toml").read_bytes()
     with pytest.raises(ValueError, match="motion.toml"):
         with lib.stage("kick") as staging:
             (staging / "motion.toml").write_text("name = 'hijack'")
     assert (lib.path("kick") / "motion.toml").read_bytes() == before
+
+
+def test_old_layout_is_read_in_place_and_moved_to_history_on_the_next_save(lib):
+    folder = make_action(lib, "kick")
+    (folder / "weights").mkdir()
+    (folder / "weights" / "config.json").write_text(json.dumps({"backbone": "tiny"}))
+    (folder / "provenance.json").write_text(json.dumps({"files": {
+        "weights/config.json": sha256_file(folder / "weights" / "config.json")}}))
+    (folder / "eval").mkdir()
+    (folder / "eval" / "metrics.json").write_text("{}")
+    assert lib.version_dir("kick") == folder and lib.is_trained("kick") and lib.verify("kick") == []
+    with lib.stage("kick") as staging:
+        (staging / "weights").mkdir()
+        (staging / "weights" / "config.json").write_text(json.dumps({"backbone": "new"}))
+    assert lib.weights_config("kick") == {"backbone": "new"} and lib.provenance("kick") is None
+    assert not (folder / "eval" / "metrics.json").exists()  # eval belongs to the version it scored
+    legacy = folder / ".versions" / "0-legacy"
+    assert json.loads((legacy / "weights" / "config.json").read_text()) == {"backbone": "tiny"}
+    assert (legacy / "eval" / "metrics.json").is_file() and (legacy / "provenance.json").is_file()
+    assert all((folder / item).is_symlink() for item in ("weights", "provenance.json", "preview.gif", "eval"))
+
+
+def test_create_makes_a_new_action_in_one_rename(lib):
+    with lib.create("kick") as staging:
+        (staging / "clips").mkdir()
+        (staging / "motion.toml").write_text('name = "kick"\nprompt = "a kick"\n')
+        assert not lib.path("kick").exists()
+    assert lib.names() == ["kick"] and list((lib.root / ".staging").iterdir()) == []
+    with pytest.raises(FlashctlError, match="already exists"):
+        with lib.create("kick"):
+            pass
 
 
 # -- frame cache ---------------------------------------------------------------------------
@@ -279,7 +317,7 @@ def test_info_untrained_and_trained(lib):
         (staging / "provenance.json").write_text(json.dumps({"finished_at": "2025-01-02T03:04:05+00:00"}))
     info = lib.info("kick")
     assert (info.trained, info.backbone, info.last_trained) == (True, "animatediff", "2025-01-02T03:04:05+00:00")
-    files = [p for p in lib.path("kick").rglob("*") if p.is_file()]
+    files = [p for p in lib.path("kick").rglob("*") if p.is_file() and not p.is_symlink()]  # links count once
     assert info.size_bytes == sum(p.stat().st_size for p in files) > 0
 
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..config import FlashConfig
 from ..errors import FlashctlError, VideoReadError
-from ..library import MotionLibrary, sha256_file, validate_action_name
-from ..manifest import ClipEntry, MotionManifest
+from ..library import MotionLibrary, atomic_write, sha256_file, validate_action_name
+from ..manifest import MANIFEST_NAME, ClipEntry, MotionManifest, dumps_manifest
 from ..progress import NullReporter, Reporter
 from ..video import VIDEO_EXTENSIONS, read_frames
 
@@ -103,14 +103,14 @@ def _create(config: FlashConfig, library: MotionLibrary, action: str, files: lis
         raise FlashctlError(f"motion '{action}' was created by another process meanwhile",
                             hint=f"run `flashctl prepare {action}` without --clips to rebuild its cache")
     entries = []
-    with library.stage(action) as staging:
+    with library.create(action) as staging:
         (staging / "clips").mkdir()
         for path, name in zip(files, _unique_names(files)):
             shutil.copy2(path, staging / "clips" / name)
             entries.append(ClipEntry(file=f"clips/{name}", sha256=sha256_file(staging / "clips" / name),
                                      source=str(path.resolve())))
-    manifest = MotionManifest(name=action, prompt=prompt, clips=entries)
-    library.write_manifest(action, manifest)
+        manifest = MotionManifest(name=action, prompt=prompt, clips=entries)
+        atomic_write(staging / MANIFEST_NAME, dumps_manifest(manifest))
     library.save_frames(action, frames, cache_meta(config, manifest))
 
 
