@@ -157,6 +157,20 @@ def _side_bend(p: float, m: Motion) -> Pose:
     return Pose(reach, slide, torso=32 * a * (toward - away))
 
 
+def _soccer_shot(p: float, m: Motion) -> Pose:
+    """A kick's delicate sibling: the leg winds up behind, strikes through and follows through high, leaning back."""
+    a = m.amplitude
+    hip = keyframes(p, [(0, 0), (0.1, 0), (0.3, -35 * a), (0.42, 55 * a), (0.54, 105 * a), (0.68, 70 * a), (0.9, 0),
+                        (1, 0)])
+    knee = keyframes(p, [(0, 2), (0.1, 2), (0.3, 100), (0.42, 25), (0.54, 5), (0.68, 30), (0.9, 2), (1, 2)])
+    lean = keyframes(p, [(0, 0), (0.1, 0), (0.3, 10), (0.42, 0), (0.54, -24 * a), (0.68, -12 * a), (0.9, 0), (1, 0)])
+    swing = keyframes(p, [(0, 15), (0.1, 15), (0.3, 75), (0.54, -45), (0.9, 15), (1, 15)])  # arms counter the leg
+    brace = keyframes(p, [(0, 0), (0.1, 0), (0.36, 1), (0.68, 1), (0.9, 0), (1, 0)])  # the standing knee gives
+    kicking = Limbs(shoulder=swing, elbow=35, hip=hip, knee=knee)
+    standing = Limbs(shoulder=60 - swing, elbow=40, hip=-6 * brace, knee=2 + 18 * brace)
+    return Pose(kicking, standing, torso=lean, neck=-lean / 2)
+
+
 ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("jumping_jack", "front", 1.0, "a person doing jumping jacks", _jumping_jack),
     Action("squat", "side", 2.0, "a person doing a squat", _squat),
@@ -166,6 +180,7 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("jump", "side", 2.0, "a person jumping up in place", _jump),
     Action("bow", "side", 2.0, "a person bowing", _bow),
     Action("side_bend", "front", 2.0, "a person doing a side bend stretch", _side_bend),
+    Action("soccer_shot", "side", 2.0, "a person shooting a soccer ball with follow-through", _soccer_shot),
 )}
 
 
