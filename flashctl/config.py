@@ -26,7 +26,7 @@ CONFIG_NAME = "flashctl.toml"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # nan/inf is never a setting
 
 
 class LibrarySection(Section):
@@ -50,7 +50,7 @@ class TrainSection(Section):
     steps: int = Field(200, ge=1, description="optimizer steps")
     batch_size: int = Field(1, ge=1, description="clips per step")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    lr: float = Field(1e-4, gt=0, le=1, description="AdamW learning rate")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
     seed: int = Field(0, description="seed for noise, timesteps and augmentations")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
@@ -184,6 +184,14 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found", hint="pass --config PATH or create flashctl.toml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder", hint=f"pass the file: {path / CONFIG_NAME}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror})",
+                          hint="check its permissions, or pass another --config PATH") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+                          hint="save the file as UTF-8 (TOML files must be UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         line, col = found.groups() if found else ("?", "?")

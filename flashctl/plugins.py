@@ -94,7 +94,7 @@ def build_host(disable: Iterable[str] = (), paths: Iterable[str] = (), root: Pat
         try:
             obj = load()
             pm.register(obj, name=name)
-        except Exception as exc:  # a broken plugin must not break the CLI
+        except (Exception, SystemExit) as exc:  # a broken plugin, even one calling sys.exit, must not break the CLI
             failures.append(PluginFailure(name, source, f"{type(exc).__name__}: {exc}"))
             return
         plugins.append(PluginInfo(name, dist, version, source))
@@ -128,7 +128,7 @@ def build_host(disable: Iterable[str] = (), paths: Iterable[str] = (), root: Pat
                 impl.function(register=register)
             except (ConfigError, DuplicateComponentError):
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 failures.append(PluginFailure(info.name, hook_name, f"{type(exc).__name__}: {exc}"))
     return PluginHost(pm, registry, plugins, failures, sorted(disabled))
 

@@ -19,9 +19,9 @@ KINDS = ("backbone", "decoder", "augmentation", "metric", "video_format", "track
 
 
 class Options(BaseModel):
-    """Base for every component's options: frozen, unknown keys rejected."""
+    """Base for every component's options: frozen, unknown keys and nan/inf rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoOptions(Options):
