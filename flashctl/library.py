@@ -120,7 +120,8 @@ class Drift:
     actual: str | None  # sha256 on disk
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file written by flashctl; None when absent, a one-line error naming it when corrupt."""
     if not path.is_file():
         return None
     try:
@@ -285,10 +286,10 @@ class MotionLibrary:
         return (self.weights_dir(action) / "config.json").is_file()
 
     def weights_config(self, action: str) -> dict[str, Any] | None:
-        return _read_json(self.weights_dir(action) / "config.json")
+        return read_json(self.weights_dir(action) / "config.json")
 
     def provenance(self, action: str) -> dict[str, Any] | None:
-        return _read_json(self.version_dir(action) / "provenance.json")
+        return read_json(self.version_dir(action) / "provenance.json")
 
     def save_frames(self, action: str, frames: np.ndarray, meta: dict[str, Any]) -> Path:
         """Write prepare's cache: ``frames`` (N, F, S, S, 3) uint8 and JSON-able ``meta``, atomically."""
@@ -299,8 +300,12 @@ class MotionLibrary:
         data = save({"frames": np.ascontiguousarray(frames)}, metadata={"flashctl": json.dumps(meta, sort_keys=True)})
         return atomic_write(self.cache_dir(action) / CACHE_NAME, data)
 
-    def load_frames(self, action: str, expect: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Read prepare's cache. Every key of ``expect`` must equal the cached meta, else it is stale."""
+    def load_frames(self, action: str, expect: dict[str, Any] | None = None,
+                    clips: list[Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Read prepare's cache. Every key of ``expect`` must equal the cached meta, else it is stale.
+
+        ``clips`` (the manifest's entries): the cache, where it records its clips' sha256s, must be of these.
+        """
         from safetensors import SafetensorError, safe_open
 
         path = self.cache_dir(action) / CACHE_NAME
@@ -314,7 +319,10 @@ class MotionLibrary:
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
             raise StaleCacheError(f"{path}: unreadable frame cache ({type(exc).__name__}: {exc})",
                                   hint=rebuild) from None
-        for key, want in (expect or {}).items():
+        expect = dict(expect or {})
+        if clips is not None and "clips" in meta:
+            expect["clips"] = [clip.sha256 for clip in clips]
+        for key, want in expect.items():
             if meta.get(key) != want:
                 raise StaleCacheError(f"prepared frames of '{action}' are stale: {key} is {short_value(meta.get(key))} "
                                       f"in the cache but {short_value(want)} now", hint=rebuild)
@@ -337,27 +345,59 @@ class MotionLibrary:
                           backbone, last, size)
 
     def verify(self, action: str) -> list[Drift]:
-        """Clips against motion.toml's sha256s, untracked files in clips/, weights against provenance ``files``.
-
-        provenance.json's ``files`` maps paths relative to the live version's folder to sha256s.
-        """
+        """Clips against motion.toml's sha256s, untracked files in clips/, and :meth:`version_drifts`."""
         manifest = self.manifest(action)
-        folder, version = self.path(action), self.version_dir(action)
-        if not version.is_dir():
-            return [Drift(f"{versions.CURRENT} -> {version.relative_to(folder)}", "missing", None, None)]
-        expected = {clip.file: (folder, clip.sha256) for clip in manifest.clips}
-        files = (self.provenance(action) or {}).get("files") or {}
-        expected.update({rel: (version, sha) for rel, sha in files.items() if is_safe_relative(rel)})
-        drifts = []
-        for rel, (root, sha) in expected.items():
-            path = root / rel
-            if not path.is_file():
-                drifts.append(Drift(rel, "missing", sha, None))
-            elif (actual := sha256_file(path)) != sha:
-                drifts.append(Drift(rel, "modified", sha, actual))
+        folder = self.path(action)
+        drifts = self.clip_drifts(action, manifest)
+        drifts += self.version_drifts(action, self.version_dir(action))
+        tracked = {clip.file for clip in manifest.clips}
         clips = folder / "clips"
         for path in sorted(clips.iterdir()) if clips.is_dir() else []:
             rel = f"clips/{path.name}"
-            if path.is_file() and rel not in expected:
+            if path.is_file() and rel not in tracked:
                 drifts.append(Drift(rel, "untracked", None, sha256_file(path)))
         return drifts
+
+    def clip_drifts(self, action: str, manifest: MotionManifest) -> list[Drift]:
+        """The manifest's clips against their sha256s (missing or modified ones)."""
+        folder = self.path(action)
+        return [drift for clip in manifest.clips if (drift := _drift(folder, clip.file, clip.sha256))]
+
+    def require_clips_unchanged(self, action: str, manifest: MotionManifest) -> None:
+        """Raise :class:`StaleCacheError` if a clip changed since ``prepare`` hashed it (its frames are stale).
+
+        A missing clip is left to ``verify``: the cache still holds the frames of the clip on record.
+        """
+        drifts = [d for d in self.clip_drifts(action, manifest) if d.problem == "modified"]
+        if drifts:
+            listed = ", ".join(f"{d.file} ({d.problem})" for d in drifts)
+            raise StaleCacheError(f"motion '{action}': clips changed since they were prepared: {listed}",
+                                  hint=f"restore them; or, if the change is meant, put the new sha256 in "
+                                       f"{self.path(action) / MANIFEST_NAME} and run `flashctl prepare {action}`")
+
+    def version_drifts(self, action: str, version: Path) -> list[Drift]:
+        """The files of ``version`` (a :meth:`version_dir`) against its provenance.json ``files`` sha256s.
+
+        ``files`` maps paths relative to the version's folder to sha256s.
+        """
+        if not version.is_dir():
+            return [Drift(f"{versions.CURRENT} -> {version.relative_to(self.path(action))}", "missing", None, None)]
+        files = (read_json(version / "provenance.json") or {}).get("files") or {}
+        return [drift for rel, sha in files.items() if is_safe_relative(rel) and (drift := _drift(version, rel, sha))]
+
+    def check_version(self, action: str, version: Path) -> None:
+        """Raise unless every file of ``version`` matches its sha256 on record (animate calls this before loading)."""
+        drifts = self.version_drifts(action, version)
+        if drifts:
+            listed = ", ".join(f"{d.file} ({d.problem})" for d in drifts)
+            raise FlashctlError(f"motion '{action}' does not match its provenance.json: {listed}",
+                                hint=f"see `flashctl motions verify {action}`; train it again, or restore a "
+                                     f"version from {self.path(action) / versions.VERSIONS}")
+
+
+def _drift(root: Path, rel: str, sha: str) -> Drift | None:
+    path = root / rel
+    if not path.is_file():
+        return Drift(rel, "missing", sha, None)
+    actual = sha256_file(path)
+    return Drift(rel, "modified", sha, actual) if actual != sha else None

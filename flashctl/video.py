@@ -10,6 +10,7 @@ counter-clockwise the frames are turned for display. Needs ffmpeg 5.1 or newer.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from fractions import Fraction
@@ -56,7 +57,12 @@ class VideoInfo:
 
 
 def _check_readable(path: Path, error: type[VideoReadError] | type[ImageReadError], what: str) -> None:
-    """Missing, folder, empty and unreadable files, each with its own message."""
+    """Missing, folder, empty and unreadable files, and names ffmpeg cannot take, each with its own message."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise error(f"{shown}: the file name is not UTF-8", hint=f"rename the {what} (UTF-8 letters, digits, '-', '_')") from None
     try:
         if not path.exists():
             raise error(f"{path}: no such file", hint="check the path")
@@ -168,7 +174,8 @@ def read_frames(path: Path | str, *, fps: float | None = None, size: int | None 
 
     ``start`` trims seconds from the beginning, ``fps`` resamples to a constant rate (variable
     frame rate clips included), ``size`` takes the centre square and resizes it to size x size,
-    ``max_frames`` stops early. A clip with fewer frames than ``max_frames`` returns what it has.
+    ``max_frames`` stops early. A clip with fewer frames than ``max_frames`` returns what it has; one
+    that decodes to fewer frames than its container declares is refused as truncated.
     """
     import ffmpeg
 
@@ -198,7 +205,15 @@ def read_frames(path: Path | str, *, fps: float | None = None, size: int | None 
     if not raw:
         raise VideoReadError(f"{path}: no frames after start={start:g}s (the clip is {info.duration:.2f}s long)",
                              hint="lower prepare.start or use a longer clip")
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3).copy()  # (F, H, W, 3)
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3).copy()  # (F, H, W, 3)
+    declared = max(info.duration - start, 0.0) * (fps or info.fps)  # what the container promises at this rate
+    if max_frames:
+        declared = min(declared, max_frames)
+    if len(frames) < math.floor(declared * 0.95) - 1:  # a frame of rounding, 5% of timestamp slack
+        raise VideoReadError(f"{path}: truncated: {len(frames)} frames decode, but the container declares "
+                             f"{info.duration:.2f}s ({math.floor(declared)} frames at {fps or info.fps:g} fps"
+                             f"{f' after start={start:g}s' if start else ''})", hint=BROKEN_VIDEO_HINT)
+    return frames
 
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -223,7 +238,7 @@ def read_image(path: Path | str, size: int | None = None) -> np.ndarray:
     _check_readable(path, ImageReadError, "image")
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
+            image = _eight_bit(ImageOps.exif_transpose(opened), path)
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -233,6 +248,29 @@ def read_image(path: Path | str, size: int | None = None) -> np.ndarray:
                              hint="pass a PNG, JPEG or WebP file; re-export it if it is damaged") from None
     array = np.asarray(image, dtype=np.uint8).copy()  # (H, W, 3)
     return fit_square(array, size) if size else array
+
+
+def _eight_bit(image: Any, path: Path) -> Any:
+    """16-bit ('I;16*', 'I') and float ('F') grey scaled to 8 bits; Pillow's own convert clips them to white.
+
+    'I;16*' is scaled by 1/257; 'I' by 1/257 when above 255; 'F' must lie in [0, 1] or [0, 255]. Else refused.
+    """
+    from PIL import Image
+
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)  # (H, W)
+    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        scale = 255.0 if high <= 1 else 1.0 if high <= 255 else None
+    elif image.mode == "I":  # 32-bit: 8-bit or 16-bit values
+        scale = 1.0 if high <= 255 else 1 / 257 if high <= 65535 else None
+    else:
+        scale = 1 / 257
+    if scale is None or low < 0:
+        raise ImageReadError(f"{path}: {image.mode!r} image with values {low:g}..{high:g} has no known 8-bit scale",
+                             hint="export it as an 8-bit (or 16-bit) RGB or greyscale PNG")
+    return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
 
 
 def _frames(frames: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import ConfigError, TrainingDivergedError, WeightsFileError, WeightsNotFoundError
 from ..progress import NullReporter, Reporter
 from .interfaces import Backbone
+from .modules import require_finite
 
 NAME = "detail-enhance"
 FORMAT = "flashctl-detail-decoder/1"
@@ -207,6 +208,7 @@ class DetailEnhanceDecoder:
 
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        require_finite(tensors, path, saving=True)
         staging = path.with_name(path.name + ".partial")
         save_file(tensors, str(staging), metadata=self.metadata())
         os.replace(staging, path)
@@ -234,6 +236,7 @@ class DetailEnhanceDecoder:
                 f"detail decoder weights {path} have format {meta.get('format')!r} and layout {meta.get('layout')} "
                 f"but this VAE and {OPTIONS_KEY} give {FORMAT!r} and {mine['layout']}",
                 hint=f"restore the {OPTIONS_KEY} options and backbone the motion was trained with, or retrain it")
+        require_finite(tensors, path, saving=False)
         self.load_state_dict({k: v.to(self.backbone.vae.device, self.backbone.vae.dtype) for k, v in tensors.items()})
 
     # -- decoding ------------------------------------------------------------------------------

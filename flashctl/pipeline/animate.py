@@ -12,8 +12,9 @@ import numpy as np
 
 from ..context import context_for
 from ..errors import MotionNotTrainedError
+from ..library import read_json
 from ..progress import NullReporter, Reporter
-from .motion_weights import LORA_FILE, Model, build_model, check_compatible, load_decoder_weights, load_lora
+from .motion_weights import CONFIG_FILE, LORA_FILE, Model, build_model, check_compatible, load_decoder_weights, load_lora
 
 
 @dataclass
@@ -55,17 +56,20 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
     from ..model.lora import load_motion_lora, set_motion_strength
 
     library.require(action)
-    if not library.is_trained(action):
-        raise MotionNotTrainedError(f"motion '{action}' has no weights yet (no {library.weights_dir(action)}/config.json)",
+    version = library.version_dir(action)  # resolved once: every file below comes from the same save
+    weights_dir = version / "weights"
+    if not (weights_dir / CONFIG_FILE).is_file():
+        raise MotionNotTrainedError(f"motion '{action}' has no weights yet (no {weights_dir / CONFIG_FILE})",
                                     hint=f"train it first: flashctl train {action}")
-    weights = library.weights_config(action)
+    library.check_version(action, version)
+    weights = read_json(weights_dir / CONFIG_FILE)
     model = build_model(config, host, context_for(config, host, reporter))
     check_compatible(action, weights, model.backbone.geometry())
-    lora_path = Path(library.weights_dir(action)) / weights["lora"].get("file", LORA_FILE)
+    lora_path = weights_dir / weights["lora"].get("file", LORA_FILE)
     load_motion_lora(model.backbone, load_lora(lora_path), weights["lora"]["rank"], weights["lora"]["alpha"],
                      source=str(lora_path), targets=weights["lora"].get("targets"))
     set_motion_strength(model.backbone, config.animate.strength)
-    load_decoder_weights(model, weights, library.weights_dir(action), reporter)
+    load_decoder_weights(model, weights, weights_dir, reporter)
     settings = config.animate
     prompt_emb = model.backbone.encode_prompt([weights["prompt"]])  # (1, seq, dim)
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]) if settings.guidance_scale > 1 else None

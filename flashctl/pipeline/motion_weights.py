@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..context import BuildContext
-from ..errors import IncompatibleMotionError, WeightsNotFoundError
+from ..errors import IncompatibleMotionError, WeightsFileError, WeightsNotFoundError
 from ..library import atomic_path, sha256_file
 from ..model.interfaces import Backbone, Decoder
 
@@ -103,15 +103,29 @@ def check_compatible(action: str, saved: dict[str, Any], active: dict[str, Any])
 
 
 def save_lora(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
+    """Write LoRA tensors (all finite, else :class:`WeightsFileError`) as safetensors."""
     from safetensors.torch import save_file
 
+    from ..model.modules import require_finite
+
+    require_finite(tensors, path, saving=True)
     save_file(tensors, str(path), metadata=metadata)
 
 
 def load_lora(path: Path) -> dict[str, Any]:
+    """Read LoRA tensors; an unreadable file or one holding NaN/inf is a :class:`WeightsFileError`."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    from ..model.modules import require_finite
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise WeightsFileError(f"motion weights {path} are unreadable: {exc}",
+                               hint="retrain the motion to rewrite them (older versions are in its .versions/ folder)") from None
+    require_finite(tensors, path, saving=False)
+    return tensors
 
 
 def export_lora_for_diffusers(weights_dir: Path, out_path: Path) -> Path:

@@ -9,6 +9,8 @@ manifest's clips, e.g. after changing ``[prepare]`` geometry.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from ..library import MotionLibrary, atomic_write, sha256_file, validate_action_
 from ..manifest import MANIFEST_NAME, ClipEntry, MotionManifest, dumps_manifest
 from ..progress import NullReporter, Reporter
 from ..video import VIDEO_EXTENSIONS, read_frames
+
+ODD_CHARACTERS = re.compile(r"[^\w.+()-]")  # kept: letters and digits of any script, . + ( ) - _
 
 
 @dataclass
@@ -85,15 +89,22 @@ def normalise_clips(files: list[Path], config: FlashConfig, warnings: list[str],
 
 
 def _unique_names(files: list[Path]) -> list[str]:
-    """Keep each clip's file name; a repeated name gets -2, -3, ... before its extension."""
+    """Each clip's file name with odd characters (backslashes, quotes, spaces, control characters, bytes
+    that are not UTF-8) as '_'; a repeated name gets -2, -3, ... before its extension."""
     names: list[str] = []
     for path in files:
-        name, n = path.name, 1
+        stem, suffix = ODD_CHARACTERS.sub("_", path.stem), ODD_CHARACTERS.sub("_", path.suffix)
+        name, n = stem + suffix, 1
         while name in names:
             n += 1
-            name = f"{path.stem}-{n}{path.suffix}"
+            name = f"{stem}-{n}{suffix}"
         names.append(name)
     return names
+
+
+def _source(path: Path) -> str:
+    """Where a clip came from, as text (bytes that are not UTF-8 written as \\xNN)."""
+    return os.fsencode(path.resolve()).decode("utf-8", "backslashreplace")
 
 
 def _create(config: FlashConfig, library: MotionLibrary, action: str, files: list[Path], prompt: str,
@@ -108,7 +119,7 @@ def _create(config: FlashConfig, library: MotionLibrary, action: str, files: lis
         for path, name in zip(files, _unique_names(files)):
             shutil.copy2(path, staging / "clips" / name)
             entries.append(ClipEntry(file=f"clips/{name}", sha256=sha256_file(staging / "clips" / name),
-                                     source=str(path.resolve())))
+                                     source=_source(path)))
         manifest = MotionManifest(name=action, prompt=prompt, clips=entries)
         atomic_write(staging / MANIFEST_NAME, dumps_manifest(manifest))
     library.save_frames(action, frames, cache_meta(config, manifest))

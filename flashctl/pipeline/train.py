@@ -167,8 +167,9 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     mam = mam_options(settings)  # None: plain fine-tuning (#1); refuses impossible switch combinations
     total = steps or settings.steps
     prep = config.prepare
+    library.require_clips_unchanged(action, manifest)
     frames, meta = library.load_frames(action, expect={"frames": prep.frames, "size": prep.size, "fps": prep.fps,
-                                                       "start": prep.start})
+                                                       "start": prep.start}, clips=manifest.clips)
     torch.manual_seed(settings.seed)  # the same model and LoRA init in every process
     generator = torch.Generator().manual_seed(settings.seed + rank)  # each process draws its own clips and noise
     ctx = context_for(config, host, reporter)
