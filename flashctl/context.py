@@ -64,4 +64,22 @@ def require_weights(ctx: BuildContext, ref: str, *, label: str, option_key: str,
     if missing:
         raise WeightsNotFoundError(f"{label}: folder {root} lacks {', '.join(s + '/' for s in missing)}",
                                    hint=f"the folder needs the diffusers layout{layout}")
+    for folder in [root, *(root / s for s in subfolders)]:
+        _refuse_pickles(folder, label)
     return root
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(folder: Path, label: str) -> None:
+    """Weights load from safetensors only: a folder whose weights are all pickles is refused, naming one."""
+    from .errors import WeightsFileError
+
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise WeightsFileError(
+            f"{label}: {folder / pickles[0]} is a pickle file; flashctl loads weights from .safetensors only",
+            hint="convert it once where you trust the file: python -c \"import torch, safetensors.torch as s; "
+                 "s.save_file(torch.load('IN.bin', weights_only=True), 'OUT.safetensors')\" (diffusers: "
+                 "save_pretrained(..., safe_serialization=True))")

@@ -99,3 +99,29 @@ class WeightsFileError(FlashctlError):
 
 class CheckpointError(FlashctlError):
     """A training checkpoint that is unreadable, or was made with other settings, clips or process count."""
+
+
+class StorageError(FlashctlError):
+    """The disk is full, or a folder flashctl writes to is read-only or not a folder."""
+
+
+def storage_error(exc: OSError) -> FlashctlError | None:
+    """A one-line :class:`StorageError` for an ``OSError`` a user can fix (disk full, read-only, a file in the way)."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    where = Path(exc.filename) if exc.filename else None
+    if exc.errno == errno.ENOSPC:
+        folder = next((p for p in ([where] + list(where.parents) if where else []) if p.is_dir()), Path.cwd())
+        free = shutil.disk_usage(folder).free / 2**20
+        return StorageError(f"no space left on the device holding {folder} ({free:.1f} MB free) while writing "
+                            f"{where or 'a file'}", hint="free some space there (a motion save needs about the size of "
+                                                         "its previous version), or point library.path / --out elsewhere")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(f"cannot write {where or 'a file'}: {exc.strerror}",
+                            hint="make that folder writable, or point library.path / --out at one that is")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and where is not None:
+        return StorageError(f"{where}: a file is in the way where a folder is needed ({exc.strerror})",
+                            hint="pass a folder path, or move the file away")
+    return None

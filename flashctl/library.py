@@ -110,14 +110,16 @@ class MotionInfo:
     backbone: str | None
     last_trained: str | None  # ISO 8601
     size_bytes: int
+    broken: str | None = None  # why motion.toml or a machine-written file cannot be read (the rest is then empty)
 
 
 @dataclass(frozen=True)
 class Drift:
     file: str  # relative to the action folder
-    problem: str  # "missing", "modified" or "untracked"
+    problem: str  # "missing", "modified", "untracked" or "unreadable"
     expected: str | None  # sha256 on record
     actual: str | None  # sha256 on disk
+    detail: str | None = None  # for "unreadable": the error
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -195,6 +197,9 @@ class MotionLibrary:
         from filelock import FileLock, Timeout
 
         lock_file = self._lock_file(action)
+        if self.root.exists() and not self.root.is_dir():
+            raise FlashctlError(f"the motion library {self.root} is a file, not a folder",
+                                hint="point [library] path at a folder (flashctl.toml)")
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         key = lock_file.resolve()
         if _held.get(key):
@@ -330,8 +335,16 @@ class MotionLibrary:
 
     # -- reports ---------------------------------------------------------------------------
     def info(self, action: str) -> MotionInfo:
+        """The action's summary; one whose motion.toml or weights cannot be read comes back ``broken``."""
+        folder = self.require(action)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+        try:
+            return self._info(action, size)
+        except FlashctlError as exc:
+            return MotionInfo(action, "", 0, False, None, None, size, broken=exc.message)
+
+    def _info(self, action: str, size: int) -> MotionInfo:
         manifest = self.manifest(action)
-        folder = self.path(action)
         config = self.weights_config(action) or {}
         backbone = config.get("backbone")
         if isinstance(backbone, dict):
@@ -340,14 +353,23 @@ class MotionLibrary:
         if last is None and self.is_trained(action):
             mtime = (self.weights_dir(action) / "config.json").stat().st_mtime
             last = datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="seconds")
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
         return MotionInfo(action, manifest.prompt, len(manifest.clips), self.is_trained(action),
                           backbone, last, size)
 
     def verify(self, action: str) -> list[Drift]:
-        """Clips against motion.toml's sha256s, untracked files in clips/, and :meth:`version_drifts`."""
+        """Clips against motion.toml's sha256s, untracked files in clips/, and :meth:`version_drifts`.
+
+        A motion.toml or provenance.json that cannot be read is one ``unreadable`` drift (the others go on).
+        """
+        folder = self.require(action)
+        try:
+            return self._verify(action, folder)
+        except FlashctlError as exc:
+            return [Drift(MANIFEST_NAME if isinstance(exc, ManifestError) else "provenance.json", "unreadable",
+                          None, None, exc.message)]
+
+    def _verify(self, action: str, folder: Path) -> list[Drift]:
         manifest = self.manifest(action)
-        folder = self.path(action)
         drifts = self.clip_drifts(action, manifest)
         drifts += self.version_drifts(action, self.version_dir(action))
         tracked = {clip.file for clip in manifest.clips}

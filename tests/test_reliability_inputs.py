@@ -181,3 +181,22 @@ def test_train_refuses_a_cache_of_other_clips(tmp_path, host):
     library.save_frames("slide", frames, {**meta, "clips": ["0" * 64, "1" * 64]})
     with pytest.raises(StaleCacheError, match="clips is"):
         train(config, library, "slide", host)
+
+
+def test_base_weights_that_are_only_pickles_are_refused(tmp_path):
+    from flashctl.context import BuildContext, require_weights
+
+    base = tmp_path / "base"
+    for sub in ("unet", "vae"):
+        (base / sub).mkdir(parents=True)
+        (base / sub / "config.json").write_text("{}")
+    (base / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    (base / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(WeightsFileError) as info:
+        require_weights(BuildContext(), str(base), label="base", option_key="options.backbone.x.base",
+                        subfolders=("unet", "vae"))
+    assert info.value.message == (f"base: {base / 'unet' / 'diffusion_pytorch_model.bin'} is a pickle file; "
+                                  "flashctl loads weights from .safetensors only")
+    assert "save_file" in info.value.hint
+    (base / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")  # both: diffusers takes safetensors
+    assert require_weights(BuildContext(), str(base), label="base", option_key="k", subfolders=("unet", "vae")) == base

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from ..errors import FlashctlError
+from ..errors import FlashctlError, storage_error
 from .state import state
 
 def _version(value: bool) -> None:
@@ -105,5 +105,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from .console import print_error
 
-        print_error(f"internal error: {type(exc).__name__}: {exc}", "re-run with --debug for the traceback and report it")
+        fixable = storage_error(exc) if isinstance(exc, OSError) else None  # disk full, read-only, a file in the way
+        if fixable is not None:
+            print_error(fixable.message, fixable.hint)
+        else:
+            print_error(f"internal error: {type(exc).__name__}: {exc}",
+                        "re-run with --debug for the traceback and report it")
         raise SystemExit(1) from None

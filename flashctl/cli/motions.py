@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .console import err, out, print_json
@@ -39,9 +40,12 @@ def list_(json_: JsonOpt = False) -> None:
     for col in ("action", "clips", "trained", "backbone", "last trained", "size"):
         table.add_column(col, justify="right" if col in ("clips", "size") else "left")
     for i in infos:
-        table.add_row(i.name, str(i.clips), "yes" if i.trained else "no", i.backbone or "-",
+        table.add_row(i.name, str(i.clips), "broken" if i.broken else "yes" if i.trained else "no", i.backbone or "-",
                       i.last_trained or "-", _size(i.size_bytes))
     out.print(table)
+    for i in infos:
+        if i.broken:
+            err.print(f"[red]broken[/] {i.name}: {escape(i.broken)}")
     if not infos:
         err.print("no actions yet: create one with `flashctl prepare ACTION --clips DIR --prompt \"...\"`")
 
@@ -81,7 +85,8 @@ def verify(actions: Annotated[Optional[list[str]], typer.Argument(help="Actions 
             if not drifts:
                 out.print(f"[green]ok[/]     {name}")
             for d in drifts:
-                out.print(f"[red]drift[/]  {name}: {d['file']}: {d['problem']}")
+                detail = f" ({escape(d['detail'])})" if d["detail"] else ""
+                out.print(f"[red]drift[/]  {name}: {escape(d['file'])}: {d['problem']}{detail}")
     if any(report.values()):
         raise typer.Exit(1)
 

@@ -86,10 +86,10 @@ def animate(config: Any, library: Any, action: str, images: list[Path], out_dir:
     formats = list(formats or config.animate.formats)
     writers = [_writer(host, config, name) for name in formats]  # unknown formats fail before any work
     sources = [(Path(p), read_image(Path(p))) for p in images]  # unreadable images fail before the model loads
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # so does an output folder that is a file or read-only
     animator = load_animator(config, library, action, host, reporter)
     seed = config.animate.seed if seed is None else seed
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     reporter.start("animate", total=len(sources))
     for path, image in sources:
