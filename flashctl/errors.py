@@ -116,8 +116,9 @@ def storage_error(exc: OSError) -> FlashctlError | None:
         folder = next((p for p in ([where] + list(where.parents) if where else []) if p.is_dir()), Path.cwd())
         free = shutil.disk_usage(folder).free / 2**20
         return StorageError(f"no space left on the device holding {folder} ({free:.1f} MB free) while writing "
-                            f"{where or 'a file'}", hint="free some space there (a motion save needs about the size of "
-                                                         "its previous version), or point library.path / --out elsewhere")
+                            f"{where or 'a file'}",
+                            hint="free some space there (a motion save needs about the size of its previous "
+                                 "version), or point library.path / --out elsewhere")
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return StorageError(f"cannot write {where or 'a file'}: {exc.strerror}",
                             hint="make that folder writable, or point library.path / --out at one that is")

@@ -236,7 +236,8 @@ class MotionLibrary:
         with self._staging(action) as staging:
             yield staging
             if live.exists():
-                raise FlashctlError(f"{live} already exists" + ("" if self.exists(action) else " (without motion.toml)"),
+                bare = "" if self.exists(action) else " (without motion.toml)"
+                raise FlashctlError(f"{live} already exists{bare}",
                                     hint=f"pick another name, or move {live} away")
             os.rename(staging, live)
 

@@ -78,7 +78,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _link(path: Path, target: Path) -> None:
-    """Make ``path`` (absent, a file, a folder or a link) a symlink to ``target`` in one step where the system allows."""
+    """Make ``path`` (absent, a file, a folder or a link) a symlink to ``target``, in one step where possible."""
     tmp = _tmp(path)
     os.symlink(target, tmp)
     _step(f"symlink {tmp.name}")

@@ -62,7 +62,8 @@ def _check_readable(path: Path, error: type[VideoReadError] | type[ImageReadErro
         str(path).encode("utf-8")
     except UnicodeEncodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        raise error(f"{shown}: the file name is not UTF-8", hint=f"rename the {what} (UTF-8 letters, digits, '-', '_')") from None
+        raise error(f"{shown}: the file name is not UTF-8",
+                    hint=f"rename the {what} (UTF-8 letters, digits, '-', '_')") from None
     try:
         if not path.exists():
             raise error(f"{path}: no such file", hint="check the path")

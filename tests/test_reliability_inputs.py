@@ -160,7 +160,8 @@ def test_animate_refuses_weights_that_differ_from_provenance(tmp_path, host, dam
         lora.unlink()
     with pytest.raises(FlashctlError) as info:
         load_animator(config, library, "slide", host)
-    assert info.value.message == f"motion 'slide' does not match its provenance.json: weights/lora.safetensors ({problem})"
+    assert info.value.message == ("motion 'slide' does not match its provenance.json: "
+                                  f"weights/lora.safetensors ({problem})")
     assert "flashctl motions verify slide" in info.value.hint
 
 
