@@ -79,6 +79,8 @@ class AnimateSection(Section):
     guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance; 1 = off")
     negative_prompt: str = Field("", description="used when guidance_scale > 1")
     seed: int = Field(0, description="same seed, same video")
+    start: Literal["noise", "reference"] = Field("noise", description="later frames start from pure noise, or "
+                                                 "from the reference noised to the first step (as training saw them)")
     strength: float = Field(1.0, ge=0, le=4, allow_inf_nan=False,
                             description="motion LoRA scale: 1 = as trained, 0 = the base alone (no motion)")
     formats: list[str] = Field(["mp4"], description="output formats (`flashctl plugins --kind video_format`)")

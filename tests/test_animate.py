@@ -154,3 +154,34 @@ def test_strength_zero_is_the_base_alone_and_one_is_the_trained_motion(trained, 
     image = _image(3)
     assert np.array_equal(base_alone.render(image, seed=2), zeroed.render(image, seed=2))
     assert not np.array_equal(animator.render(image, seed=2), base_alone.render(image, seed=2))
+
+
+def test_reference_start_is_the_reference_noised_to_the_first_step(animator):
+    backbone = animator.model.backbone
+    reference = torch.from_numpy(synthetic_clips(1)[0, 0]).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, S, S)
+    ref_latent = backbone.encode_video(reference[:, None])[:, 0]  # (1, c, h, w)
+    first_inputs = {}
+    original = backbone.denoise
+
+    def spy(latents, t, emb):
+        first_inputs.setdefault(current, latents.clone())
+        return original(latents, t, emb)
+
+    backbone.denoise = spy
+    try:
+        for current in ("noise", "reference"):
+            flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 3,
+                                 make_scheduler("ddim", backbone.scheduler_config),
+                                 generator=torch.Generator().manual_seed(0), start=current)
+    finally:
+        del backbone.denoise
+    scheduler = make_scheduler("ddim", backbone.scheduler_config)
+    scheduler.set_timesteps(3)
+    abar = scheduler.alphas_cumprod[scheduler.timesteps[0]]
+    noise = first_inputs["noise"][:, 1:]  # DDIM starts from unit-variance noise
+    expected = abar.sqrt() * ref_latent[:, None] + (1 - abar).sqrt() * noise
+    assert torch.allclose(first_inputs["reference"][:, 1:], expected, atol=1e-5)
+    assert torch.equal(first_inputs["reference"][:, 0], ref_latent)
+    with pytest.raises(ValueError, match="start"):
+        flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 2,
+                             make_scheduler("ddim", backbone.scheduler_config), start="middle")

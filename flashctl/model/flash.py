@@ -74,8 +74,13 @@ def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: t
 @torch.no_grad()
 def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
                    steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Denoise ``frames`` latents whose frame 0 is ``reference_latent`` ``(B, c, h, w)`` -> ``(B, F, c, h, w)``."""
+                   generator: torch.Generator | None = None, start: str = "noise") -> torch.Tensor:
+    """Denoise ``frames`` latents whose frame 0 is ``reference_latent`` ``(B, c, h, w)`` -> ``(B, F, c, h, w)``.
+
+    ``start``: ``"noise"`` starts every later frame from pure noise; ``"reference"`` from the reference latent
+    noised to the first timestep, which is what training showed the denoiser there: a schedule whose last
+    step keeps some signal (SD's linear betas keep sqrt(abar) of about 0.05) never trained on pure noise.
+    """
     b = reference_latent.shape[0]
     ref = reference_latent[:, None].to(backbone.device, backbone.dtype)  # (B, 1, c, h, w)
     guided = guidance_scale > 1.0
@@ -86,7 +91,13 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
         context = torch.cat([negative_emb.expand(b, -1, -1), context])  # (2B, seq, dim)
     scheduler.set_timesteps(steps, device=backbone.device)
     shape = (b, frames, *reference_latent.shape[1:])
-    latents = torch.randn(shape, generator=generator).to(backbone.device, backbone.dtype) * scheduler.init_noise_sigma
+    noise = torch.randn(shape, generator=generator).to(backbone.device, backbone.dtype)  # (B, F, c, h, w)
+    if start == "reference":  # q(z_T | z_0 = reference) for every frame
+        latents = scheduler.add_noise(ref.expand(shape).contiguous(), noise, scheduler.timesteps[:1])
+    elif start == "noise":
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        raise ValueError(f"start must be 'noise' or 'reference', not {start!r}")
     latents = torch.cat([ref, latents[:, 1:]], dim=1)  # (B, F, c, h, w)
     for t in scheduler.timesteps:
         model_in = torch.cat([ref, scheduler.scale_model_input(latents, t)[:, 1:]], dim=1)
@@ -104,14 +115,14 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
 @torch.no_grad()
 def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
            steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
-           generator: torch.Generator | None = None, anchor: bool = False) -> torch.Tensor:
+           generator: torch.Generator | None = None, anchor: bool = False, start: str = "noise") -> torch.Tensor:
     """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it.
 
     ``anchor``: return :func:`anchor_to_reference` of the decoded video (frame 0 is the image itself).
     """
     reference_latent = backbone.encode_video(reference_image[:, None])[:, 0]  # (B, c, h, w)
     latents = sample_latents(backbone, reference_latent, prompt_emb, frames, steps, scheduler, guidance_scale,
-                             negative_emb, generator)
+                             negative_emb, generator, start)
     reference_image = reference_image.to(backbone.device, backbone.dtype)
     video = decoder.decode(latents, reference_image)  # (B, F, 3, H, W)
     return anchor_to_reference(video, reference_image) if anchor else video

@@ -47,7 +47,7 @@ class Animator:
         scheduler = make_scheduler(s.scheduler, backbone.scheduler_config)
         video = sample(backbone, self.model.decoder, reference, self.prompt_emb, self.frames, s.steps, scheduler,
                        s.guidance_scale, self.negative_emb, torch.Generator().manual_seed(seed),
-                       anchor=s.anchor)  # (1, F, 3, S, S)
+                       anchor=s.anchor, start=s.start)  # (1, F, 3, S, S)
         return tensor_to_frames(video[0].float().cpu())
 
 

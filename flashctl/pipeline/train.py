@@ -120,7 +120,7 @@ def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: A
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]).to(prompt_emb) if guided else None
     video = sample(model.backbone, model.decoder, clip[None, 0], prompt_emb, clip.shape[0],
                    settings.steps, scheduler, settings.guidance_scale, negative_emb,
-                   generator, anchor=settings.anchor)  # (1, F, 3, H, W)
+                   generator, anchor=settings.anchor, start=settings.start)  # (1, F, 3, H, W)
     return tensor_to_frames(video[0].float().cpu())
 
 

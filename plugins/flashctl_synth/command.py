@@ -10,7 +10,7 @@ import typer
 
 def synth(
     action: Annotated[str, typer.Argument(help="Action to perform: jumping_jack, squat, arm_wave, kick, punch, "
-                                               "jump, bow, side_bend.")],
+                                               "jump, bow, side_bend, soccer_shot.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created if missing).")],
     clips: Annotated[int, typer.Option("--clips", "-n", help="How many clips (clip i uses seed S+i).")] = 16,
     appearance_split: Annotated[str, typer.Option("--appearance-split", help="Appearance pool: train or heldout "
