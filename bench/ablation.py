@@ -11,6 +11,12 @@ action. Rows (``--rows``, any subset, in any number of invocations):
 * ``frozen``: copy the first frame (every frame is the reference; no model);
 * ``1`` .. ``6``: METHOD.md's rows, trained from config alone.
 
+Besides the ``[eval] metrics`` (on samples), trained rows get ``heldout-loss/structure`` and ``/detail``:
+the motion's denoising loss on the held-out clips over the base alone's (``bench/heldout_loss.py``; below
+1 = the motion explains these new people's real motion better than the base), and ``train-loss/...``, the
+same on as many training clips: a train ratio far below the held-out one is a motion that fits the
+training people only.
+
 Every finished (action, row, seed) is appended to ``runs.jsonl`` and skipped when the command runs
 again, so a long ablation resumes row by row; ``ablation.json`` and ``ablation.md`` (mean ± std over
 seeds of every metric in ``[eval] metrics`` of the project config, or ``--metrics``) are rewritten
@@ -43,6 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "ablation"
 SWITCHES = ("strong_augment", "motion_align", "correspondence_align", "detail_decoder")
 RUNS_FILE = "runs.jsonl"
+LOSS_BANDS = {"structure": lambda t: t >= 700, "detail": lambda t: t <= 300}
+
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling bench script, also when loaded by path
+from heldout_loss import loss_ratios  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,11 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
         t0 = time.perf_counter()
         result = evaluate(config, library, name, host, clips=heldout, reporter=reporter, animator=animator,
                           out_dir=out / "variants" / name)
+        if variant.trained:
+            train_clips = sorted((config_path.parent / "clips" / "train").glob("*.mp4"))[:len(heldout)]
+            for label, clips in (("heldout-loss", heldout), ("train-loss", train_clips)):
+                result.summary.update(loss_columns(label, loss_ratios(config, library, name, host, clips)))
+                result.higher_is_better.update({f"{label}/{band}": False for band in LOSS_BANDS})
         record["eval_s"] = time.perf_counter() - t0
     except FlashctlError as exc:  # one row that fails must not lose the others
         record["error"] = f"{exc} ({exc.hint})" if getattr(exc, "hint", "") else str(exc)
@@ -199,6 +214,12 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
     record["higher_is_better"] = result.higher_is_better
     record["metrics_json"] = str(result.path)
     return record
+
+
+def loss_columns(label: str, ratios: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Mean motion/base denoising-loss ratio per band of timesteps (``structure``: t >= 700, ``detail``: t <= 300)."""
+    return {f"{label}/{band}": statistics.fmean(r["ratio"] for t, r in ratios.items() if pick(t))
+            for band, pick in LOSS_BANDS.items()}
 
 
 def load_runs(out: Path) -> list[dict[str, Any]]:
