@@ -11,7 +11,9 @@ action. Rows (``--rows``, any subset, in any number of invocations):
 * ``frozen``: copy the first frame (every frame is the reference; no model);
 * ``1`` .. ``6``: METHOD.md's rows, trained from config alone.
 
-Besides the ``[eval] metrics`` (on samples), trained rows get ``heldout-loss/structure`` and ``/detail``:
+Besides the ``[eval] metrics`` (on samples), every row gets ``recognised/accuracy``: the share of samples
+whose nearest real action by the same held-out person is the right one (keypoint estimator of the synthetic
+world, ``flashctl_synth.keypoint_metric.recognise``). Trained rows also get ``heldout-loss/structure`` and ``/detail``:
 the motion's denoising loss on the held-out clips over the base alone's (``bench/heldout_loss.py``; below
 1 = the motion explains these new people's real motion better than the base), and ``train-loss/...``, the
 same on as many training clips: a train ratio far below the held-out one is a motion that fits the
@@ -201,6 +203,8 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
         t0 = time.perf_counter()
         result = evaluate(config, library, name, host, clips=heldout, reporter=reporter, animator=animator,
                           out_dir=out / "variants" / name)
+        result.summary["recognised/accuracy"] = recognition(result.videos, heldout, action)
+        result.higher_is_better["recognised/accuracy"] = True
         if variant.trained:
             train_clips = sorted((config_path.parent / "clips" / "train").glob("*.mp4"))[:len(heldout)]
             for label, clips in (("heldout-loss", heldout), ("train-loss", train_clips)):
@@ -214,6 +218,16 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
     record["higher_is_better"] = result.higher_is_better
     record["metrics_json"] = str(result.path)
     return record
+
+
+def recognition(videos: list[np.ndarray], clips: list[Path], action: str) -> float:
+    """Share of generated videos whose nearest real action, done by the same held-out person, is ``action``."""
+    from flashctl.video import frames_to_tensor
+    from flashctl_synth.keypoint_metric import recognise
+
+    hits = [recognise(frames_to_tensor(video), json.loads(clip.with_suffix(".json").read_text()))[0] == action
+            for video, clip in zip(videos, clips)]
+    return sum(hits) / len(hits)
 
 
 def loss_columns(label: str, ratios: dict[int, dict[str, float]]) -> dict[str, float]:

@@ -97,6 +97,7 @@ def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path,
     assert keys
     for row in report["rows"]:
         assert all(math.isfinite(row["cells"][key]["mean"]) for key in keys), row["row"]
+        assert 0 <= row["cells"]["recognised/accuracy"]["mean"] <= 1
         trained = row["row"].startswith("#")
         for key in ("heldout-loss/structure", "train-loss/detail"):  # motion/base loss ratios, trained rows only
             assert (row["cells"][key]["mean"] is not None and row["cells"][key]["mean"] > 0) == trained, row["row"]
