@@ -234,3 +234,12 @@ def test_people_limits_the_appearances_not_the_motions(tmp_path):
     assert np.array_equal(same_person, render_clip("bow", frames=4, size=32, seed=10)[0])  # default: motion = person
     with pytest.raises(SynthSettingError, match="people=0"):
         write_clips("bow", 2, tmp_path / "none", people=0)
+
+
+def test_canonical_clips_face_right_and_lead_with_the_right_limbs(tmp_path):
+    for action in ("bow", "side_bend"):
+        metas = [render_clip(action, frames=2, size=32, seed=s, canonical=True)[1] for s in range(6)]
+        assert {m["motion"]["active"] for m in metas} == {"right"} and all(m["canonical"] for m in metas)
+        assert {m["motion"]["facing"] for m in metas} == ({1} if metas[0]["view"] == "side" else {0})
+    free = [render_clip("bow", frames=2, size=32, seed=s)[1]["motion"]["facing"] for s in range(12)]
+    assert set(free) == {-1, 1}  # without it both directions occur

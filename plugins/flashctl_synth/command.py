@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,6 +19,11 @@ def synth(
     frames: Annotated[int, typer.Option("--frames", help="Frames per clip.")] = 16,
     size: Annotated[int, typer.Option("--size", help="Width and height in pixels.")] = 64,
     fps: Annotated[float, typer.Option("--fps", help="Frames per second.")] = 8.0,
+    people: Annotated[Optional[int], typer.Option("--people", min=1, help="Only N people (clip i shows person "
+                                                  "S + i mod N), each clip a different variation of the action: "
+                                                  "an appearance-poor set like a real few-shot one.")] = None,
+    canonical: Annotated[bool, typer.Option("--canonical", help="Everyone faces image right and leads with "
+                                            "the right limbs: the action goes one way only.")] = False,
     reference_only: Annotated[bool, typer.Option("--reference-only", help="Write only each clip's first frame "
                                                  "as a PNG reference image (for `flashctl animate`).")] = False,
 ) -> None:
@@ -33,7 +38,7 @@ def synth(
 
     reporter = RichReporter()
     paths = write_clips(action, clips, out, frames=frames, size=size, fps=fps, seed=seed, split=appearance_split,
-                        reference_only=reference_only, reporter=reporter)
+                        reference_only=reference_only, people=people, canonical=canonical, reporter=reporter)
     reporter.finish()
     what = "reference images" if reference_only else "clips + keypoint JSON"
     err.print(f"[green]wrote[/] {len(paths)} {action} {what} ({appearance_split} appearances) to {out}")

@@ -49,7 +49,7 @@ def recognise(video: torch.Tensor, meta: dict) -> tuple[str, dict[str, float]]:
     distances = {}
     for action in ACTIONS:
         clip, _ = render_clip(action, frames=len(video), size=size, fps=meta["fps"], seed=meta["seed"],
-                              split=meta["split"])                      # (F, size, size, 3) uint8
+                              split=meta["split"], canonical=meta.get("canonical", False))  # (F, size, size, 3)
         real = estimate(to_tensor(clip))                                 # (F, J, 2)
         distances[action] = _gap(fake - fake[0], real - real[0], height)
     return min(distances, key=distances.get), distances

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,14 @@ def _check(frames: int, size: int, fps: float, seed: int) -> None:
 
 
 def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8, seed: int = 0,
-                split: str = "train", motion_seed: int | None = None) -> tuple[np.ndarray, dict]:
+                split: str = "train", motion_seed: int | None = None,
+                canonical: bool = False) -> tuple[np.ndarray, dict]:
     """``(frames (F, size, size, 3) uint8, meta)``; meta holds the keypoints and every drawn parameter.
 
     ``seed`` picks the person and scene; ``motion_seed`` (default: ``seed``) picks how they move, so one
-    person can perform many variations of an action.
+    person can perform many variations of an action. ``canonical``: the person faces image right (side
+    view) and leads with the right limbs, so the action can go only one way (at 64 px a face is two pixels
+    wide: which way someone faces is hard to see, and a motion that may go either way blurs into both).
     """
     act = get_action(action)
     check_split(split)
@@ -53,6 +57,8 @@ def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8
     body = sample_body(np.random.default_rng(base + [2]))
     moves = base if motion_seed is None else [motion_seed, SPLITS.index(split)]
     motion = sample_motion(np.random.default_rng(moves + [3, zlib.crc32(action.encode())]), act)
+    if canonical:
+        motion = replace(motion, active="right", facing=1 if act.view == "side" else 0)
     ss = 4 if size <= 128 else 2
     big = size * ss
     painter = PersonPainter(body, look)
@@ -70,7 +76,7 @@ def render_clip(action: str, *, frames: int = 16, size: int = 64, fps: float = 8
         keypoints.append(sk.keypoints(divide=ss))
     meta = {
         "action": action, "prompt": act.prompt, "seed": seed, "motion_seed": seed if motion_seed is None else motion_seed,
-        "split": split, "fps": fps, "size": size,
+        "split": split, "canonical": canonical, "fps": fps, "size": size,
         "frames": frames, "view": act.view, "ground_y": round(body.ground_y * size, 3),
         "appearance": look.to_dict(), "body": body.to_dict(), "motion": motion.to_dict(),
         "joints": list(JOINTS), "phase": phases, "keypoints": keypoints,  # keypoints: (F, J, 2) x, y
@@ -98,12 +104,12 @@ def clip_name(action: str, split: str, seed: int) -> str:
 
 def write_clips(action: str, n: int, out_dir: Path | str, *, frames: int = 16, size: int = 64, fps: float = 8,
                 seed: int = 0, split: str = "train", reference_only: bool = False, people: int | None = None,
-                reporter: Reporter | None = None) -> list[Path]:
+                canonical: bool = False, reporter: Reporter | None = None) -> list[Path]:
     """Write ``n`` clips (clip i uses seed ``seed + i``) as ``<name>.mp4`` with ``<name>.json`` beside it.
 
     ``people``: only that many people (clip i shows person ``seed + i % people``, each in their own scene)
     doing ``n`` different variations of the action (motion seed ``seed + i``): an appearance-poor set,
-    like a few athletes filmed in one gym.
+    like a few athletes filmed in one gym. ``canonical``: see :func:`render_clip`.
     With ``reference_only`` only each clip's first frame is written, as ``<name>.png``. Returns the
     mp4 (or png) paths. Every setting is checked before anything is written; each file is written
     atomically, so an interrupted run leaves whole files only.
@@ -126,7 +132,7 @@ def write_clips(action: str, n: int, out_dir: Path | str, *, frames: int = 16, s
         name = clip_name(action, split, seed + i)
         person = seed + i if people is None else seed + i % people
         video, meta = render_clip(action, frames=1 if reference_only else frames, size=size, fps=fps,
-                                  seed=person, split=split, motion_seed=seed + i)
+                                  seed=person, split=split, motion_seed=seed + i, canonical=canonical)
         if reference_only:
             with atomic_path(out_dir / f"{name}.png") as tmp:
                 Image.fromarray(video[0]).save(tmp, format="PNG")
