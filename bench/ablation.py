@@ -144,9 +144,9 @@ def make_project(out: Path, action: str, args: argparse.Namespace) -> tuple[Path
         (project / "motions").mkdir(parents=True, exist_ok=True)
         people = args.people if args.appearance == "narrow" else None
         write_clips(action, args.clips, project / "clips" / "train", frames=args.frames, size=args.size,
-                    split="train", people=people)
+                    split="train", people=people, canonical=args.canonical)
         write_clips(action, args.heldout, heldout_dir, frames=args.frames, size=args.size, split="heldout",
-                    seed=100)
+                    seed=100, canonical=args.canonical)
         # the project config is the one `flashctl animate` uses, with this project's library
         text = Path(args.config).read_text().replace('path = "motions"', f'path = "{project / "motions"}"')
         config.write_text(text)
@@ -360,6 +360,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--appearance", choices=["diverse", "narrow"], default="diverse",
                    help="training people: all different (diverse) or only --people of them (narrow)")
     p.add_argument("--people", type=int, default=2, help="people in a narrow training set")
+    p.add_argument("--canonical", action="store_true",
+                   help="training and held-out people all face right and lead with the right limbs")
     p.add_argument("--clips", type=int, default=16, help="training clips")
     p.add_argument("--heldout", type=int, default=8, help="held-out clips (references + ground truth)")
     p.add_argument("--steps", type=int, default=200, help="training steps per trained row")
