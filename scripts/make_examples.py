@@ -1,6 +1,8 @@
 """Regenerate the reference images in examples/ (deterministic).
 
 * actor.png: a held-out-pool synthetic actor (`flashctl synth arm_wave --appearance-split heldout --seed 7`).
+* actor_side.png: the same person seen from the side, facing right, as the demo motions' clips are
+  (`flashctl synth bow --appearance-split heldout --seed 7 --canonical`).
 * drawn_figure.png: a flat cartoon figure in a palette neither synthetic pool uses (outlined shapes on
   a warm paper background), to check how animation copes with an image unlike the training world.
 """
@@ -47,8 +49,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (first,) = write_clips("arm_wave", 1, Path(tmp), size=128, seed=7, split="heldout", reference_only=True)
         shutil.copyfile(first, OUT / "actor.png")
+        (side,) = write_clips("bow", 1, Path(tmp) / "side", size=128, seed=7, split="heldout", reference_only=True,
+                              canonical=True)
+        shutil.copyfile(side, OUT / "actor_side.png")
     drawn_figure().save(OUT / "drawn_figure.png")
-    print(OUT / "actor.png", OUT / "drawn_figure.png", sep="\n")
+    print(OUT / "actor.png", OUT / "actor_side.png", OUT / "drawn_figure.png", sep="\n")
 
 
 if __name__ == "__main__":
