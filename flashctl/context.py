@@ -65,14 +65,14 @@ def require_weights(ctx: BuildContext, ref: str, *, label: str, option_key: str,
         raise WeightsNotFoundError(f"{label}: folder {root} lacks {', '.join(s + '/' for s in missing)}",
                                    hint=f"the folder needs the diffusers layout{layout}")
     for folder in [root, *(root / s for s in subfolders)]:
-        _refuse_pickles(folder, label)
+        refuse_pickles(folder, label)
     return root
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def _refuse_pickles(folder: Path, label: str) -> None:
+def refuse_pickles(folder: Path, label: str) -> None:
     """Weights load from safetensors only: a folder whose weights are all pickles is refused, naming one."""
     from .errors import WeightsFileError
 

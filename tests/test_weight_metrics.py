@@ -343,3 +343,17 @@ def test_pose_with_mediapipe_finds_nobody_in_a_blank_video(registry):
     blank = torch.zeros(4, 3, 64, 64)
     assert metric.detector(blank).shape == (4, LANDMARKS, 3)
     assert metric(blank, reference=blank[0], target=blank) == {}
+
+
+@pytest.mark.parametrize(("name", "pickle"), [("lpips", "lpips.pth"), ("fvd", "video_net.pt"),
+                                              ("clip-score", "pytorch_model.bin")])
+def test_a_folder_of_pickles_only_is_refused_with_the_conversion_command(registry, tmp_path, name, pickle):
+    """Metric nets load from safetensors only: a pickle is never opened, and the error says how to convert."""
+    (tmp_path / pickle).write_bytes(b"\x80\x04not really a pickle")
+    if name == "clip-score":
+        (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WeightsFileError) as info:
+        registry.create("metric", name, {"weights": str(tmp_path)})
+    message, hint = info.value.message, info.value.hint
+    assert str(tmp_path / pickle) in message and ".safetensors only" in message and "\n" not in message
+    assert "safetensors.torch" in hint and "save_file" in hint and f"options.metric.{name}.weights" in message

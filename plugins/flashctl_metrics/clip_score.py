@@ -89,7 +89,7 @@ def build(options: Any, ctx: Any) -> ClipScore:
 
     folder = weights_folder(options.weights, ctx, metric="clip-score", layout=LAYOUT)
     try:
-        model = CLIPModel.from_pretrained(folder, local_files_only=True)
+        model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)  # never a pickle
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:

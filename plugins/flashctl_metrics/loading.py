@@ -1,6 +1,7 @@
 """Finding and reading the local weights of the weight-based metrics (clip-score, lpips, fvd).
 
-Nothing here downloads: ``options.metric.<name>.weights`` names a local folder, resolved through the
+Safetensors only: a folder whose weights are all pickles (.bin, .pt, .pth, .ckpt, .pkl) is refused with
+the conversion command, and only ``.safetensors`` files are read. Nothing here downloads: ``options.metric.<name>.weights`` names a local folder, resolved through the
 build context's ``resolve_weights`` when there is one, else as a plain path. A missing folder, file
 or tensor is an error at factory time, so ``flashctl eval`` stops before rendering anything.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flashctl.context import refuse_pickles
 from flashctl.errors import WeightsFileError, WeightsNotFoundError
 
 
@@ -30,6 +32,7 @@ def weights_folder(ref: str | None, ctx: Any, *, metric: str, layout: str) -> Pa
     if folder is None:
         raise WeightsNotFoundError(f"metric '{metric}': weights folder '{ref}' ({key}) not found",
                                    hint=f"point {key} at a local folder holding {layout}; nothing is downloaded")
+    refuse_pickles(Path(folder), f"metric '{metric}' ({key})")  # safetensors only: pickles are refused by name
     return Path(folder)
 
 
