@@ -101,8 +101,12 @@ class CheckpointError(FlashctlError):
     """A training checkpoint that is unreadable, or was made with other settings, clips or process count."""
 
 
-class StorageError(FlashctlError):
-    """The disk is full, or a folder flashctl writes to is read-only or not a folder."""
+class StorageError(FlashctlError, OSError):
+    """The disk is full, or a folder flashctl writes to is read-only or not a folder.
+
+    Also an ``OSError`` (with the cause's ``errno`` and ``filename`` where the library raises it), so callers
+    that caught the raw error still do.
+    """
 
 
 def storage_error(exc: OSError) -> FlashctlError | None:

@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,13 +32,13 @@ import numpy as np
 
 from . import versions
 from .errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError, MotionNotFoundError,
-                     StaleCacheError)
+                     StaleCacheError, storage_error)
 from .manifest import MANIFEST_NAME, MotionManifest, dumps_manifest, is_safe_relative, load_manifest
 
 ACTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 CACHE_NAME = "frames.safetensors"
 
-_held: dict[Path, int] = {}  # lock file -> nesting depth, so lock() is re-entrant within a process
+_held: dict[tuple[int, Path], int] = {}  # (thread, lock file) -> nesting depth: lock() is re-entrant per thread
 
 
 def validate_action_name(name: str) -> str:
@@ -78,9 +79,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Raise an ``OSError`` a user can fix (disk full, read-only, a file in the way) as a one-line ``StorageError``.
+
+    The library's writers run under it, so Python callers get the CLI's message (the ``OSError`` is the cause).
+    """
+    try:
+        yield
+    except OSError as exc:
+        error = storage_error(exc)
+        if error is None:
+            raise
+        error.errno, error.strerror, error.filename = exc.errno, exc.strerror, exc.filename
+        raise error from exc
+
+
 def atomic_write(path: Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, ``os.replace``."""
-    with atomic_path(Path(path)) as tmp:
+    with storage_errors(), atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
@@ -193,15 +210,17 @@ class MotionLibrary:
 
     @contextmanager
     def lock(self, action: str) -> Iterator[None]:
-        """Hold the action's writer lock (timeout 0: a second writer fails at once; re-entrant in-process)."""
+        """Hold the action's writer lock (timeout 0: a second writer fails at once, be it another process or
+        another thread of this one; re-entrant within a thread)."""
         from filelock import FileLock, Timeout
 
         lock_file = self._lock_file(action)
         if self.root.exists() and not self.root.is_dir():
             raise FlashctlError(f"the motion library {self.root} is a file, not a folder",
                                 hint="point [library] path at a folder (flashctl.toml)")
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        key = lock_file.resolve()
+        with storage_errors():
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
+        key = (threading.get_ident(), lock_file.resolve())
         if _held.get(key):
             _held[key] += 1
             try:
@@ -221,7 +240,8 @@ class MotionLibrary:
             raise LibraryBusyError(f"motion '{action}' is busy: held by {owner}",
                                    hint="wait for that flashctl command to finish, or stop it") from None
         try:
-            pid_file.write_text(str(os.getpid()))
+            with storage_errors():
+                pid_file.write_text(str(os.getpid()))
             _held[key] = 1
             yield
         finally:
@@ -258,8 +278,11 @@ class MotionLibrary:
 
     @contextmanager
     def _staging(self, action: str) -> Iterator[Path]:
-        """Under the action's lock, after cleaning up killed saves: a fresh ``.staging/<action>.<run-id>``."""
-        with self.lock(action):
+        """Under the action's lock, after cleaning up killed saves: a fresh ``.staging/<action>.<run-id>``.
+
+        Storage faults in the save (the caller's writes included) are one-line ``StorageError``s.
+        """
+        with storage_errors(), self.lock(action):
             versions.recover(self.root / ".staging", self.path(action), action)
             staging = self.root / ".staging" / f"{action}.{new_run_id()}"
             staging.mkdir(parents=True)
@@ -271,7 +294,7 @@ class MotionLibrary:
     def remove(self, action: str) -> None:
         """Delete the action (under its lock): one rename out of the library, then the delete."""
         folder = self.require(action)
-        with self.lock(action):
+        with storage_errors(), self.lock(action):
             trash = self.root / ".staging" / f"{action}.removed-{new_run_id()}"
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(folder, trash)

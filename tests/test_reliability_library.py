@@ -100,3 +100,37 @@ def test_animate_out_that_is_a_file_fails_before_the_model_loads(tmp_path, capsy
     result = run(capsys, "animate", "-a", "nothing", "-i", image, "-o", tmp_path / "taken")
     _one_line(result, 1, str(tmp_path / "taken"), "a file is in the way")
     assert (tmp_path / "taken").read_text() == "keep me"
+
+
+def test_library_api_raises_the_same_one_line_storage_error(tmp_path):
+    """Python callers get the CLI's message: a fault in a save (the caller's own writes included) is a StorageError."""
+    from flashctl.errors import StorageError
+
+    library = _library(tmp_path)
+    files = lambda: sorted(str(p) for p in library.root.rglob("*") if p.is_file() and ".locks" not in p.parts)
+    before = files()
+    with pytest.raises(StorageError) as full:
+        with library.stage("good") as staging:
+            raise OSError(errno.ENOSPC, "No space left on device", str(staging / "weights" / "lora.safetensors"))
+    assert "no space left on the device holding" in full.value.message and "lora.safetensors" in full.value.message
+    assert isinstance(full.value.__cause__, OSError) and "\n" not in full.value.message
+    assert files() == before and not list((library.root / ".staging").iterdir())  # no staging left, nothing changed
+
+
+def test_library_api_read_only_cache_write_is_one_line(tmp_path, monkeypatch):
+    from flashctl import library as library_module
+    from flashctl.errors import StorageError
+
+    library = _library(tmp_path)
+    cache = library.cache_dir("good") / "frames.safetensors"
+    data = cache.read_bytes()
+
+    def read_only(fd):
+        raise OSError(errno.EROFS, "Read-only file system", str(cache))
+
+    monkeypatch.setattr(library_module.os, "fsync", read_only)
+    frames, meta = np.zeros((1, 4, 32, 32, 3), np.uint8), {"frames": 4}
+    with pytest.raises(StorageError) as info:
+        library.save_frames("good", frames, meta)
+    assert info.value.message == f"cannot write {cache}: Read-only file system" and "writable" in info.value.hint
+    assert cache.read_bytes() == data and not [p for p in cache.parent.iterdir() if ".tmp-" in p.name]

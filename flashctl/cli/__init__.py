@@ -6,6 +6,7 @@ stderr. Exit codes: 0 ok, 1 error, 2 usage or config. ``--debug`` shows tracebac
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -79,7 +80,42 @@ def _plugin_commands(app: typer.Typer, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turn errors into one line and an exit code."""
+    """Console-script entry point: run the app, turn errors into one line and an exit code.
+
+    A reader that closes stdout early (``flashctl ... | head -1``) stops the work: exit 1, nothing on stderr.
+    """
+    try:
+        _main(argv)
+    except SystemExit:
+        _flush_stdout()
+        raise
+    except BrokenPipeError:
+        _closed_pipe()
+    _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    """Flush results now, so a closed pipe is not an "Exception ignored" note and exit 120 at interpreter exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _closed_pipe()
+
+
+def _closed_pipe() -> None:
+    """The reader of stdout went away: point stdout at /dev/null (nothing left to flush at exit), exit 1 quietly."""
+    import click
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests): just never flush again
+        sys.stdout = click.utils.PacifyFlushWrapper(sys.stdout)
+    raise SystemExit(1) from None
+
+
+def _main(argv: list[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     state.reset(debug="--debug" in argv)
     if not state.debug:  # library chatter (dtype notes, load bars) is noise on a CLI; --debug keeps it
@@ -101,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:  # anything unexpected: one line, the traceback only with --debug
+        if isinstance(exc, BrokenPipeError) or getattr(exc, "errno", None) == errno.EPIPE:
+            _closed_pipe()  # stdout's reader left (click handles this inside a command; here: outside one)
         if state.debug:
             raise
         from .console import print_error
