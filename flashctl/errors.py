@@ -89,6 +89,12 @@ class VideoWriteError(FlashctlError):
     """ffmpeg failed to encode an output video."""
 
 
+class OutputPathError(FlashctlError):
+    """``-o FILE`` that cannot hold what was asked for (several images, another format)."""
+
+    exit_code = 2
+
+
 class MetricsFileError(FlashctlError):
     """A metrics.json that is missing, unreadable, or not what `flashctl eval` writes."""
 

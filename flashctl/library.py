@@ -64,6 +64,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
+        follow_umask(tmp)
         if tmp.is_dir() and path.is_dir():
             old = tmp.with_name(tmp.name + ".old")
             os.replace(path, old)
@@ -77,6 +78,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the modes a plain ``open``/``mkdir`` would.
+
+    Writers such as safetensors create files 0600; a shared library must follow the umask instead.
+    """
+    mask = current_umask()
+    path = Path(path)
+    items = [path, *path.rglob("*")] if path.is_dir() and not path.is_symlink() else [path]
+    for item in items:
+        if item.is_symlink() or not item.exists():
+            continue
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 @contextmanager
@@ -272,6 +294,7 @@ class MotionLibrary:
         live = self.require(action)
         with self._staging(action) as staging:
             yield staging
+            follow_umask(staging)  # safetensors writes 0600; a shared library follows the umask
             versions.commit(live, staging, staging.name.split(".", 1)[1])
         if on_saved is not None:
             on_saved(action, live)

@@ -217,15 +217,49 @@ def read_frames(path: Path | str, *, fps: float | None = None, size: int | None 
     return frames
 
 
-def fit_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop + resize of an ``(H, W, 3)`` uint8 image to ``(size, size, 3)``."""
+FITS = ("crop", "pad", "stretch")
+
+
+def fit_square(image: np.ndarray, size: int, fit: str = "crop") -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image made ``(size, size, 3)``.
+
+    ``crop``: the centre square, resized. ``pad``: the whole image, resized to fit and centred on a
+    square of its border's median colour. ``stretch``: resized to the square, aspect ratio ignored.
+    """
     from PIL import Image
 
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    image = np.ascontiguousarray(image[..., :3])
     h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side, :3]))  # (side, side, 3)
-    return np.array(crop.resize((size, size), Image.Resampling.BICUBIC))  # (S, S, 3), writable
+    if fit == "stretch" or h == w:
+        return np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))  # (S, S, 3)
+    if fit == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))  # (side, side, 3)
+        return np.array(crop.resize((size, size), Image.Resampling.BICUBIC))  # (S, S, 3), writable
+    side = max(h, w)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])  # (2W + 2H, 3)
+    canvas = np.empty((side, side, 3), np.uint8)
+    canvas[:] = np.median(border, axis=0).astype(np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = image  # (side, side, 3)
+    return np.array(Image.fromarray(canvas).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def describe_fit(height: int, width: int, fit: str) -> str | None:
+    """One line on what :func:`fit_square` does to a ``height`` x ``width`` image; None when nothing is lost."""
+    if height == width or fit == "stretch":
+        return None if height == width else f"{width}x{height} stretched to a square (aspect ratio not kept)"
+    short, long = sorted((height, width))
+    lost = 100 * (long - short) / long
+    cut = "left and right" if width > height else "top and bottom"
+    if fit == "crop":
+        return (f"{width}x{height} cropped to its centre {short}x{short}: {lost:.0f}% of the image cut off "
+                f"({cut}; --fit pad keeps all of it)")
+    bands = "top and bottom" if width > height else "left and right"
+    return f"{width}x{height} padded to {long}x{long}: {lost:.0f}% of the frame is padding ({bands})"
 
 
 def read_image(path: Path | str, size: int | None = None) -> np.ndarray:
@@ -304,12 +338,21 @@ def write_mp4(path: Path | str, frames: np.ndarray, fps: float, *, crf: int = 18
 
 def write_gif(path: Path | str, frames: np.ndarray, fps: float, *, loop: int = 0) -> Path:
     """Animated GIF (loop=0 loops forever); written atomically."""
+    return _write_animated(path, frames, fps, loop, "GIF")
+
+
+def write_apng(path: Path | str, frames: np.ndarray, fps: float, *, loop: int = 0) -> Path:
+    """Animated PNG (lossless, one file; browsers play it; loop=0 loops forever); written atomically."""
+    return _write_animated(path, frames, fps, loop, "PNG")
+
+
+def _write_animated(path: Path | str, frames: np.ndarray, fps: float, loop: int, fmt: str) -> Path:
     from PIL import Image
 
     images = [Image.fromarray(f) for f in _frames(frames)]
     path = Path(path)
     with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+        images[0].save(tmp, format=fmt, save_all=True, append_images=images[1:],
                        duration=max(1, round(1000 / fps)), loop=loop)
     return path
 

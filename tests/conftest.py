@@ -32,6 +32,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / ".hf"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))  # no user-level flashctl.toml leaks in
     monkeypatch.chdir(tmp_path)
 
     def refuse(*args, **kwargs):

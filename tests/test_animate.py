@@ -185,3 +185,106 @@ def test_reference_start_is_the_reference_noised_to_the_first_step(animator):
     with pytest.raises(ValueError, match="start"):
         flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 2,
                              make_scheduler("ddim", backbone.scheduler_config), start="middle")
+
+
+# -- outputs: -o FILE, distinct names, no silent overwrite, the umask, --fit --------------------------------
+
+def _save(path, seed=0, shape=(40, 48, 3)):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+def _mode(path) -> int:
+    import os
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_out_file_writes_exactly_that_file(trained, host, tmp_path):
+    config, library = trained
+    image = _save(tmp_path / "me.png")
+    for name, fmt in (("clip.mp4", "mp4"), ("clip.gif", "GIF"), ("anim.png", "PNG")):
+        (result,) = animate(config, library, "slide", [image], tmp_path / "out" / name, host)
+        assert result.videos == [tmp_path / "out" / name] and result.extras == []
+        assert (tmp_path / "out" / name).is_file()
+        if fmt != "mp4":
+            with Image.open(tmp_path / "out" / name) as opened:
+                assert opened.format == fmt and opened.n_frames == FRAMES
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim.png", "clip.gif", "clip.mp4"]
+
+
+def test_out_file_with_several_images_is_refused_before_the_model_loads(trained, host, tmp_path):
+    from flashctl.errors import OutputPathError
+
+    config, library = trained
+    images = [_save(tmp_path / "a.png"), _save(tmp_path / "b.png", 1)]
+    with pytest.raises(OutputPathError) as info:
+        animate(config, library, "nothing-loaded", images, tmp_path / "clip.mp4", host)
+    assert "2 images" in info.value.message and "\n" not in info.value.message
+    assert not (tmp_path / "clip.mp4").exists()
+
+
+def test_same_stem_gets_distinct_names_and_reruns_never_overwrite(trained, host, tmp_path):
+    from flashctl.progress import ListReporter
+
+    config, library = trained
+    images = [_save(tmp_path / "coffee.jpg"), _save(tmp_path / "coffee.webp", 1)]
+    out = tmp_path / "out"
+    first = animate(config, library, "slide", images, out, host, formats=["gif"])
+    assert [r.videos[0].name for r in first] == ["coffee.gif", "coffee-webp.gif"]
+    before = (out / "coffee.gif").read_bytes()
+    reporter = ListReporter()
+    again = animate(config, library, "slide", images[:1], out, host, formats=["gif"], seed=5, reporter=reporter)
+    assert again[0].videos == [out / "coffee-1.gif"] and again[0].extras == [out / "coffee-1_sheet.png"]
+    assert (out / "coffee.gif").read_bytes() == before  # the first run's file is untouched
+    (note,) = [n for n in reporter.notes("warning") if "exists" in n]
+    assert str(out / "coffee.gif") in note and "coffee-1.gif" in note and "--overwrite" in note
+    replaced = animate(config, library, "slide", images[:1], out, host, formats=["gif"], seed=5, overwrite=True)
+    assert replaced[0].videos == [out / "coffee.gif"] and (out / "coffee.gif").read_bytes() != before
+    (single,) = animate(config, library, "slide", images[:1], out / "coffee.gif", host)
+    assert single.videos == [out / "coffee-2.gif"]  # -o FILE that exists: numbered too
+
+
+def test_outputs_and_weights_follow_the_umask(trained, host, tmp_path):
+    import os
+
+    config, library = trained
+    old = os.umask(0o002)
+    try:
+        (result,) = animate(config, library, "slide", [_save(tmp_path / "me.png")], tmp_path / "out", host,
+                            formats=["mp4", "gif"])
+    finally:
+        os.umask(old)
+    assert {p.name: _mode(p) for p in result.outputs} == {p.name: 0o664 for p in result.outputs}
+    weights = library.weights_dir("slide")
+    files = [p for p in weights.iterdir() if p.suffix == ".safetensors"]
+    assert files and all(_mode(p) == 0o666 & ~old for p in files), {p.name: oct(_mode(p)) for p in files}
+
+
+@pytest.mark.parametrize("fit, needle", [("crop", "cropped to its centre 40x40: 17% of the image cut off"),
+                                         ("pad", "padded to 48x48: 17% of the frame is padding"),
+                                         ("stretch", "stretched")])
+def test_fit_says_how_much_is_cropped_or_padded(trained, host, tmp_path, fit, needle):
+    from flashctl.progress import ListReporter
+
+    config, library = trained
+    reporter = ListReporter()
+    (result,) = animate(config, library, "slide", [_save(tmp_path / "wide.png")], tmp_path / "out", host,
+                        formats=["gif"], fit=fit, reporter=reporter)
+    assert any(needle in n and "48x40" in n for n in reporter.notes()), reporter.notes()
+    square = _save(tmp_path / "square.png", shape=(32, 32, 3))
+    reporter = ListReporter()
+    animate(config, library, "slide", [square], tmp_path / "out", host, formats=["gif"], fit=fit, reporter=reporter)
+    assert not any("square.png" in n for n in reporter.notes())
+
+
+def test_fit_pad_keeps_the_whole_image():
+    from flashctl.video import fit_square
+
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[:, :, 0] = 200  # red everywhere, so the padding (border median) is red too
+    image[:, :2] = 0  # the left edge: cropped away, kept by pad
+    assert fit_square(image, 40, "crop")[:, :2].max() == 200  # left edge gone
+    padded = fit_square(image, 40, "pad")
+    assert padded.shape == (40, 40, 3) and padded[20, 0, 0] < 50 and padded[0, 20, 0] == 200

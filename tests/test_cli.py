@@ -99,3 +99,82 @@ def test_fast_paths_never_import_torch(argv):
             "assert 'torch' not in sys.modules, 'torch imported'\nassert 'diffusers' not in sys.modules\n" % argv)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def test_config_show_prints_valid_toml_and_sources(tmp_path, capsys, monkeypatch):
+    import tomllib
+
+    (tmp_path / "flashctl.toml").write_text("[train]\nsteps = 9\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")  # found by walking up
+    r = run(capsys, "config", "show")
+    assert r.code == 0, r.err
+    data = tomllib.loads(r.out)
+    assert data["train"]["steps"] == 9 and data["train"]["lr"] > 0
+    assert str(tmp_path / "flashctl.toml") in r.err
+    r = run(capsys, "config", "show", "--sources", "--set", "animate.steps=4")
+    data = tomllib.loads(r.out)
+    assert data["animate"]["steps"] == 4
+    assert f"steps = 9  # {tmp_path / 'flashctl.toml'}" in r.out
+    assert "steps = 4  # --set" in r.out and "lr = 0.0001  # default" in r.out
+
+
+def test_flashctl_config_env_beats_the_walk(tmp_path, capsys, monkeypatch):
+    (tmp_path / "flashctl.toml").write_text("[train]\nsteps = 9\n")
+    other = tmp_path / "other.toml"
+    other.write_text("[train]\nsteps = 19\n")
+    monkeypatch.setenv("FLASHCTL_CONFIG", str(other))
+    r = run(capsys, "config", "show", "--json")
+    assert r.code == 0 and json.loads(r.out)["train"]["steps"] == 19
+    r = run(capsys, "--config", tmp_path / "flashctl.toml", "config", "show", "--json")
+    assert json.loads(r.out)["train"]["steps"] == 9
+
+
+def _plain_reporter(every: float):
+    import io
+
+    from rich.console import Console
+
+    from flashctl.cli.console import RichReporter
+
+    buffer = io.StringIO()
+    now = [100.0]
+    reporter = RichReporter(Console(file=buffer, width=200), every=every, clock=lambda: now[0])
+    return reporter, buffer, now
+
+
+def test_non_tty_progress_prints_plain_lines_with_rate_eta_and_loss():
+    reporter, buffer, now = _plain_reporter(every=5)
+    assert reporter.plain  # a StringIO is not a terminal
+    reporter.start("train", total=10)
+    for step in range(10):
+        now[0] += 2.0  # 2 s per step
+        reporter.advance(1, loss=1.0 / (step + 1))
+    reporter.finish()
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 4, lines  # at 6, 12 and 18 s, then the done line
+    assert lines[0].startswith("train: 3/10 (30%)") and "2.00 s/it" in lines[0] and "eta 14s" in lines[0]
+    assert "loss=0.3333" in lines[0]
+    assert lines[-1].startswith("train: 10/10 (100%)") and "done in 20s" in lines[-1] and "loss=0.1" in lines[-1]
+
+
+def test_non_tty_progress_is_silent_for_short_tasks():
+    reporter, buffer, now = _plain_reporter(every=5)
+    reporter.start("animate", total=2)
+    now[0] += 1
+    reporter.advance(1)
+    reporter.finish()
+    assert buffer.getvalue() == ""
+
+
+def test_non_tty_progress_interval_from_the_environment(monkeypatch, capsys):
+    from flashctl.cli.console import RichReporter
+
+    monkeypatch.setenv("FLASHCTL_PROGRESS_SECONDS", "0")
+    reporter = RichReporter()
+    reporter.start("prepare", total=2)
+    reporter.advance(1)
+    reporter.advance(1)
+    reporter.finish()
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split("  ")[0] for line in err] == ["prepare: 1/2 (50%)", "prepare: 2/2 (100%)", "prepare: 2/2 (100%)"]

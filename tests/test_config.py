@@ -111,3 +111,93 @@ def test_paths_in_a_config_are_relative_to_its_folder(tmp_path):
     config = load_config(path)
     assert config.library_path() == (tmp_path / "shared" / "motions").resolve()
     assert config.project_path(config.animate.out) == (tmp_path / "proj" / "renders").resolve()
+
+
+# -- discovery: --config, then FLASHCTL_CONFIG, then the nearest flashctl.toml up, then the user's, then defaults --
+
+def test_discovery_walks_up_from_a_subfolder(tmp_path, monkeypatch):
+    write(tmp_path, "[train]\nsteps = 11\n")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    config = load_config()
+    assert config.train.steps == 11 and config.found_by == "project"
+    assert config.library_path() == tmp_path / "motions"  # relative to the file found, not the current folder
+
+
+def test_nearest_config_wins_over_one_further_up(tmp_path, monkeypatch):
+    write(tmp_path, "[train]\nsteps = 11\n")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub", "[train]\nsteps = 12\n")
+    monkeypatch.chdir(tmp_path / "sub")
+    assert load_config().train.steps == 12
+
+
+def test_env_beats_the_walk_and_config_flag_beats_env(tmp_path, monkeypatch):
+    write(tmp_path, "[train]\nsteps = 11\n")
+    (tmp_path / "elsewhere").mkdir()
+    env = write(tmp_path / "elsewhere", "[train]\nsteps = 21\n")
+    monkeypatch.setenv("FLASHCTL_CONFIG", str(env))
+    config = load_config()
+    assert config.train.steps == 21 and config.found_by == "FLASHCTL_CONFIG"
+    (tmp_path / "flag").mkdir()
+    assert load_config(write(tmp_path / "flag", "[train]\nsteps = 31\n")).train.steps == 31
+
+
+def test_user_config_when_no_project_config_then_defaults(tmp_path, monkeypatch):
+    from flashctl.config import user_config_path
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert load_config().found_by == "defaults"
+    user = user_config_path()
+    assert user == tmp_path / "xdg" / "flashctl" / "flashctl.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[train]\nsteps = 41\n")
+    config = load_config()
+    assert config.train.steps == 41 and config.found_by == "user"
+    write(tmp_path / "work", "[train]\nsteps = 5\n")
+    assert load_config().train.steps == 5  # a project config beats the user's
+
+
+def test_user_config_falls_back_to_dot_config(tmp_path, monkeypatch):
+    from flashctl.config import user_config_path
+
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_config_path() == tmp_path / "home" / ".config" / "flashctl" / "flashctl.toml"
+
+
+def test_bad_env_config_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLASHCTL_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert "missing.toml (from $FLASHCTL_CONFIG) not found" in info.value.message
+    assert "unset FLASHCTL_CONFIG" in info.value.hint
+
+
+def test_value_sources_name_file_default_and_set(tmp_path):
+    from flashctl.config import value_sources
+
+    path = write(tmp_path, "[train]\nsteps = 7\n[options.backbone.animatediff]\npreset = \"tiny\"\n")
+    config = load_config(path, ["animate.steps=3"])
+    sources = value_sources(config, ["animate.steps=3"])
+    assert sources["train.steps"] == str(path.resolve())
+    assert sources["options.backbone.animatediff.preset"] == str(path.resolve())
+    assert sources["animate.steps"] == "--set"
+    assert sources["train.lr"] == "default"
+
+
+def test_to_toml_round_trips_every_value(tmp_path):
+    import tomllib
+
+    from flashctl.config import config_to_dict, to_toml
+
+    path = write(tmp_path, '[animate]\nnegative_prompt = "a \\"quoted\\" \\\\ thing"\n'
+                           '[options.backbone.animatediff]\npreset = "tiny"\n')
+    data = config_to_dict(load_config(path))
+    parsed = tomllib.loads(to_toml(data))
+    assert parsed == {k: v for k, v in data.items()} | {"train": {k: v for k, v in data["train"].items()
+                                                                  if v is not None}}
+    assert parsed["animate"]["negative_prompt"] == 'a "quoted" \\ thing'

@@ -75,7 +75,20 @@ def test_prepare_train_animate_eval(project, capsys):
     mp4 = next(p for p in outputs if p.endswith(".mp4"))
     info = probe(mp4)
     assert info.frames == FRAMES and (info.width, info.height) == (32, 32)
-    assert any(p.endswith(".gif") for p in outputs) and any(p.endswith("_sheet.png") for p in outputs)
+    # stdout carries the videos only (one per line, for `| xargs ffprobe`); the contact sheet is in --json
+    assert sorted(p.rsplit(".", 1)[1] for p in outputs) == ["gif", "mp4"] and (project / "out" / "actor_sheet.png").is_file()
+
+    r = run(capsys, "animate", "-a", "wave", "-i", project / "actor.png", "-o", project / "clip.mp4", "--json")
+    assert r.code == 0, r.err
+    (entry,) = json.loads(r.out)
+    assert entry["videos"] == [str(project / "clip.mp4")] and entry["extras"] == []
+    assert probe(project / "clip.mp4").frames == FRAMES and (project / "clip.mp4").is_file()
+    r = run(capsys, "animate", "-a", "wave", "-i", project / "actor.png", "-o", project / "clip.mp4")
+    assert r.code == 0 and r.out.splitlines() == [str(project / "clip-1.mp4")]  # never a silent overwrite
+    assert "clip.mp4 exists" in r.err and "--overwrite" in r.err
+    r = run(capsys, "animate", "-a", "wave", "-i", project / "actor.png", "-i", project / "actor.png",
+            "-o", project / "two.mp4")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 2 and "2 images" in r.err  # error + hint lines
 
     r = run(capsys, "eval", "wave", "--json")
     assert r.code == 0, r.err

@@ -280,9 +280,10 @@ def formats():
     return build_host(disable=others).registry
 
 
-def test_videoio_registers_three_formats(formats, tmp_path):
+def test_videoio_registers_four_formats(formats, tmp_path):
     specs = {s.name: s for s in formats.specs("video_format")}
-    assert {n: s.attrs["extensions"] for n, s in specs.items()} == {"gif": (".gif",), "mp4": (".mp4",), "png": ("",)}
+    assert {n: s.attrs["extensions"] for n, s in specs.items()} == {"gif": (".gif",), "mp4": (".mp4",), "png": ("",),
+                                                                     "apng": (".png",)}
     assert all(s.plugin == "videoio" and s.summary for s in specs.values())
     frames = square_frames(4, (20, 10))
     mp4 = formats.create("video_format", "mp4", {"crf": 0})(tmp_path / "a.mp4", frames, 8)
@@ -292,6 +293,9 @@ def test_videoio_registers_three_formats(formats, tmp_path):
         assert image.n_frames == 4 and image.info["loop"] == 2
     folder = formats.create("video_format", "png")(tmp_path / "a", frames, 8)
     assert len(list(folder.glob("frame_*.png"))) == 4
+    apng = formats.create("video_format", "apng")(tmp_path / "a.png", frames, 8)
+    with Image.open(apng) as image:
+        assert image.format == "PNG" and image.n_frames == 4
 
 
 def test_videoio_options_are_validated(formats):

@@ -25,8 +25,10 @@ def _version(value: bool) -> None:
 
 
 def root(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="FLASHCTL_CONFIG", metavar="PATH",
-                                                   help="Project config (default: ./flashctl.toml if present).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", metavar="PATH",
+        help="Config file. Default: $FLASHCTL_CONFIG, else the nearest flashctl.toml in this folder or one above, "
+             "else the user's flashctl/flashctl.toml (XDG config folder), else built-in defaults.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
@@ -70,9 +72,8 @@ def _plugin_commands(app: typer.Typer, argv: list[str]) -> None:
             path = Path(argv[i + 1])
         elif arg.startswith("--config="):
             path = Path(arg.split("=", 1)[1])
-    path = path or (Path(os.environ["FLASHCTL_CONFIG"]) if os.environ.get("FLASHCTL_CONFIG") else None)
     try:
-        config = load_config(path)
+        config = load_config(path)  # None: discovered as every command does (FLASHCTL_CONFIG, walk up, user)
         host = state.host(config)
     except FlashctlError:
         return  # the command itself reports config errors properly

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import enum
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import ImageReadError
-from .console import RichReporter, err, print_json
+from .console import RichReporter, print_json
 from .options import JsonOpt, SetOpt
 from .state import state
+
+class Fit(str, enum.Enum):  # flashctl.video.FITS, without importing numpy for --help
+    crop = "crop"
+    pad = "pad"
+    stretch = "stretch"
+
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -32,16 +40,21 @@ def expand_images(paths: list[Path]) -> list[Path]:
 def animate(
     action: Annotated[str, typer.Option("--action", "-a", help="A trained action in the motion library.")],
     image: Annotated[list[Path], typer.Option("--image", "-i", help="Reference image or folder of images (repeatable).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: animate.out, relative to the config file).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: animate.out, relative to the config file), or with one image a file: NAME.mp4, NAME.gif or NAME.png (animated PNG) writes exactly that file, in that format, without a contact sheet.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: animate.seed).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Denoising steps (default: animate.steps).")] = None,
-    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Output format: mp4, gif, png (repeatable).")] = None,
+    fmt: Annotated[Optional[list[str]], typer.Option("--format", "-f", help="Output format: mp4, gif, apng, png (a folder of frames) (repeatable).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", "-g", min=0, help="Classifier-free guidance on the action prompt; 1 = off, higher = larger motion (default: animate.guidance_scale).")] = None,
     strength: Annotated[Optional[float], typer.Option("--strength", "-s", min=0, max=4, help="Motion LoRA scale: 1 = as trained, 0 = the base alone with the action's prompt (default: animate.strength).")] = None,
+    fit: Annotated[Fit, typer.Option("--fit", help="How a non-square image becomes the model's square: crop its centre (default), pad it (border colour), or stretch it. A line on stderr says how much was cropped or padded.")] = Fit.crop,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (default: write NAME-1, NAME-2... beside them and say so).")] = False,
     set_: SetOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Animate each IMAGE with ACTION; prints the written files, one per line."""
+    """Animate each IMAGE with ACTION; prints each video as it is written, one per line.
+
+    Contact sheets and other extras are listed only with --json.
+    """
     from ..pipeline.animate import animate as run
 
     overrides = list(set_ or [])
@@ -54,14 +67,19 @@ def animate(
     config = state.config(overrides)
     out_dir = out or config.project_path(config.animate.out)
     reporter = RichReporter()
+
+    def written(r) -> None:
+        if json_:
+            return
+        reporter.note(f"animated {r.image} -> {r.frames} frames in {r.seconds:.1f} s", level="success")
+        for p in r.videos:
+            typer.echo(str(p))
+            sys.stdout.flush()  # a pipe sees each video as soon as it exists
+
     results = run(config, state.library(config), action, expand_images(image), out_dir, state.host(config),
-                  reporter=reporter, formats=fmt, seed=seed)
+                  reporter=reporter, formats=fmt, seed=seed, fit=Fit(fit).value, overwrite=overwrite, on_result=written)
     reporter.finish()
     if json_:
-        print_json([{"image": str(r.image), "outputs": [str(p) for p in r.outputs], "frames": r.frames,
-                     "seconds": r.seconds} for r in results])
-        return
-    for r in results:
-        err.print(f"[green]animated[/] {r.image} -> {r.frames} frames in {r.seconds:.1f} s")
-        for p in r.outputs:
-            typer.echo(str(p))
+        print_json([{"image": str(r.image), "videos": [str(p) for p in r.videos],
+                     "extras": [str(p) for p in r.extras], "outputs": [str(p) for p in r.outputs],
+                     "frames": r.frames, "seconds": r.seconds} for r in results])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
 import typer
 
-from ..config import config_to_dict, validate_components
-from .console import err, out, print_json
+from ..config import CONFIG_ENV, config_to_dict, to_toml, validate_components, value_sources
+from .console import err, print_json
 from .options import JsonOpt, SetOpt
 from .state import state
 
@@ -13,21 +16,26 @@ app = typer.Typer(help="Show or check the resolved project config.", no_args_is_
 
 
 @app.command("show")
-def show(set_: SetOpt = None, json_: JsonOpt = False) -> None:
-    """Print the resolved config (defaults < flashctl.toml < --set)."""
+def show(
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+    sources: Annotated[bool, typer.Option("--sources", help="After each value, say which file set it "
+                                          "(or 'default', or '--set').")] = False,
+) -> None:
+    """Print the resolved config as TOML (defaults < the config file < --set).
+
+    The file used, and how it was found, is named on stderr.
+    """
     config = state.config(set_)
     data = config_to_dict(config)
     if json_:
-        print_json(data)
+        print_json({"config": data, "source": config.source, "found_by": config.found_by,
+                    "sources": value_sources(config, list(set_ or []))} if sources else data)
         return
-    err.print(f"[dim]source: {config.source}[/]")
-    for section, values in data.items():
-        if isinstance(values, dict):
-            out.print(f"[bold]\\[{section}][/]")
-            for key, value in values.items():
-                out.print(f"{key} = {value!r}")
-        else:
-            out.print(f"{section} = {values!r}")
+    how = {"--config": "--config", CONFIG_ENV: f"${CONFIG_ENV}", "project": "nearest flashctl.toml",
+           "user": "user config", "defaults": "no config file found"}.get(config.found_by, config.found_by)
+    err.print(f"[dim]source: {config.source} ({how})[/]")
+    sys.stdout.write(to_toml(data, value_sources(config, list(set_ or [])) if sources else None))
 
 
 @app.command("validate")

@@ -13,7 +13,7 @@ from .state import state
 
 def train(
     action: Annotated[str, typer.Argument(help="A prepared action in the motion library.")],
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps (default: train.steps).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="LoRA training steps (default: train.steps). Then come the detail decoder's own fit (options.decoder.detail-enhance.train_steps; off with train.detail_decoder = false) and a preview render; each phase is announced.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the action's last checkpoint.")] = False,
     set_: SetOpt = None,
     json_: JsonOpt = False,

@@ -6,12 +6,12 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..context import context_for
-from ..errors import MotionNotTrainedError
+from ..errors import MotionNotTrainedError, OutputPathError
 from ..library import read_json
 from ..progress import NullReporter, Reporter
 from .motion_weights import CONFIG_FILE, LORA_FILE, Model, build_model, check_compatible, load_decoder_weights, load_lora
@@ -20,9 +20,14 @@ from .motion_weights import CONFIG_FILE, LORA_FILE, Model, build_model, check_co
 @dataclass
 class AnimateResult:
     image: Path
-    outputs: list[Path]
+    videos: list[Path]  # the primary outputs, one per format
+    extras: list[Path]  # contact sheets
     frames: int
     seconds: float
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [*self.videos, *self.extras]
 
 
 class Animator:
@@ -34,8 +39,11 @@ class Animator:
         self.frames, self.size, self.fps = int(weights["frames"]), int(weights["size"]), float(weights["fps"])
         self.prompt_emb, self.negative_emb = prompt_emb, negative_emb
 
-    def render(self, image: np.ndarray, seed: int) -> np.ndarray:
-        """``(H, W, 3)`` uint8 -> ``(F, S, S, 3)`` uint8 video of the motion starting at the image."""
+    def render(self, image: np.ndarray, seed: int, fit: str = "crop") -> np.ndarray:
+        """``(H, W, 3)`` uint8 -> ``(F, S, S, 3)`` uint8 video of the motion starting at the image.
+
+        ``fit`` makes a non-square image square: ``crop`` (centre), ``pad`` or ``stretch`` (:func:`fit_square`).
+        """
         import torch
 
         from ..model.diffusion import make_scheduler
@@ -43,7 +51,7 @@ class Animator:
         from ..video import fit_square, frames_to_tensor, tensor_to_frames
 
         backbone, s = self.model.backbone, self.settings
-        reference = frames_to_tensor(fit_square(image, self.size)[None])  # (1, 3, S, S)
+        reference = frames_to_tensor(fit_square(image, self.size, fit)[None])  # (1, 3, S, S)
         scheduler = make_scheduler(s.scheduler, backbone.scheduler_config)
         video = sample(backbone, self.model.decoder, reference, self.prompt_emb, self.frames, s.steps, scheduler,
                        s.guidance_scale, self.negative_emb, torch.Generator().manual_seed(seed),
@@ -78,32 +86,117 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
 
 def animate(config: Any, library: Any, action: str, images: list[Path], out_dir: Path, host: Any, *,
             reporter: Reporter = NullReporter(), formats: list[str] | None = None,
-            seed: int | None = None) -> list[AnimateResult]:
-    """Render every image with one model load; write ``<out_dir>/<stem>.<ext>`` per format (+ contact sheet)."""
-    from ..library import atomic_write
-    from ..video import contact_sheet, read_image
+            seed: int | None = None, fit: str = "crop", overwrite: bool = False,
+            on_result: Callable[[AnimateResult], None] | None = None) -> list[AnimateResult]:
+    """Render every image with one model load; write ``<out_dir>/<name>.<ext>`` per format (+ contact sheet).
 
+    ``out_dir`` named like a file of a known video format (``clip.mp4``, ``clip.gif``, ``clip.png``) and
+    not an existing folder: the one image's video is written to exactly that file, in the format its
+    extension names, without a contact sheet; several images are refused. Names are distinct per
+    input (``coffee.jpg`` and ``coffee.webp`` -> ``coffee`` and ``coffee-webp``); an existing output is
+    replaced only with ``overwrite``, else the next free ``NAME-1``, ``NAME-2``... is used and a note
+    says so. ``on_result`` is called as soon as each image's files are written.
+    """
+    from ..library import atomic_write
+    from ..video import contact_sheet, describe_fit, read_image
+
+    out = Path(out_dir)
+    file_format = output_file_format(out, host)
+    if file_format is not None:
+        if len(images) != 1:
+            raise OutputPathError(f"-o {out} names one file, but {len(images)} images were given",
+                                  hint=f"pass a folder instead (-o {out.with_suffix('')}) to write one video per image")
+        if formats and list(formats) != [file_format]:
+            raise OutputPathError(f"-o {out} names a {file_format} file, but --format {' '.join(formats)} was asked for",
+                                  hint=f"drop --format, or name the file with its extension")
+        formats = [file_format]
     formats = list(formats or config.animate.formats)
     writers = [_writer(host, config, name) for name in formats]  # unknown formats fail before any work
     sources = [(Path(p), read_image(Path(p))) for p in images]  # unreadable images fail before the model loads
-    out_dir = Path(out_dir)
+    out_dir = out.parent if file_format is not None else out
     out_dir.mkdir(parents=True, exist_ok=True)  # so does an output folder that is a file or read-only
+    sheets = config.animate.contact_sheet and file_format is None
+    if file_format is not None:
+        bases, notes = _free_bases([out.with_suffix("")], [out.suffix], False, overwrite)
+    else:
+        bases, notes = _free_bases([out_dir / n for n in distinct_names([p for p, _ in sources])],
+                                   [ext for _, ext in writers], sheets, overwrite)
+    for note in notes:
+        reporter.note(note, level="warning")
     animator = load_animator(config, library, action, host, reporter)
     seed = config.animate.seed if seed is None else seed
     results = []
     reporter.start("animate", total=len(sources))
-    for path, image in sources:
+    for (path, image), base in zip(sources, bases):
         t0 = time.perf_counter()
-        frames = animator.render(image, seed)  # (F, S, S, 3) uint8
-        outputs = [write(out_dir / f"{path.stem}{ext}", frames, animator.fps) for write, ext in writers]
-        if config.animate.contact_sheet:
-            sheet = out_dir / f"{path.stem}_sheet.png"
-            atomic_write(sheet, _png_bytes(contact_sheet(frames)))
-            outputs.append(sheet)
-        results.append(AnimateResult(path, [Path(o) for o in outputs], len(frames), time.perf_counter() - t0))
+        change = describe_fit(image.shape[0], image.shape[1], fit)
+        if change is not None:
+            reporter.note(f"{path}: {change}")
+        frames = animator.render(image, seed, fit)  # (F, S, S, 3) uint8
+        videos = [Path(write(Path(f"{base}{ext}"), frames, animator.fps)) for write, ext in writers]
+        extras = []
+        if sheets:
+            extras.append(atomic_write(Path(f"{base}_sheet.png"), _png_bytes(contact_sheet(frames))))
+        results.append(AnimateResult(path, videos, extras, len(frames), time.perf_counter() - t0))
+        if on_result is not None:
+            on_result(results[-1])
         reporter.advance(1)
     reporter.finish()
     return results
+
+
+def output_file_format(out: Path, host: Any) -> str | None:
+    """The video format ``out`` names as a file (``.mp4`` -> mp4, ``.png`` -> apng), or None for a folder."""
+    if out.is_dir() or not out.suffix:
+        return None
+    by_ext = {ext.lower(): spec.name for spec in host.registry.specs("video_format")
+              for ext in spec.attrs.get("extensions", ()) if ext}
+    return by_ext.get(out.suffix.lower())
+
+
+def distinct_names(images: list[Path]) -> list[str]:
+    """One output name per image: its stem, or ``stem-ext`` (then ``stem-ext-2``...) where stems clash.
+
+    Compared case-insensitively, so the names stay distinct on macOS and Windows file systems too.
+    """
+    counts: dict[str, int] = {}
+    for p in images:
+        counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
+    used: set[str] = set()
+    names = []
+    for p in images:
+        name = p.stem
+        if counts[p.stem.lower()] > 1 and name.lower() in used:
+            name = f"{p.stem}-{p.suffix.lstrip('.').lower() or 'image'}"
+            n, plain = 2, name
+            while name.lower() in used or name.lower() in counts:
+                name, n = f"{plain}-{n}", n + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _free_bases(bases: list[Path], extensions: list[str], sheets: bool,
+                overwrite: bool) -> tuple[list[Path], list[str]]:
+    """Each base (``out/coffee``) or, where one of its outputs exists and not ``overwrite``, ``coffee-N``."""
+    def files(base: Path) -> list[Path]:
+        return [Path(f"{base}{ext}") for ext in extensions] + ([Path(f"{base}_sheet.png")] if sheets else [])
+
+    taken = {str(b).lower() for b in bases}
+    free, notes = [], []
+    for base in bases:
+        existing = [f for f in files(base) if f.exists() or f.is_symlink()]
+        if overwrite or not existing:
+            free.append(base)
+            continue
+        n = 1
+        while any(f.exists() or f.is_symlink() for f in files(Path(f"{base}-{n}"))) or f"{base}-{n}".lower() in taken:
+            n += 1
+        new = Path(f"{base}-{n}")
+        taken.add(str(new).lower())
+        free.append(new)
+        notes.append(f"{existing[0]} exists; writing {files(new)[0]} instead (--overwrite replaces it)")
+    return free, notes
 
 
 def _writer(host: Any, config: Any, name: str) -> tuple[Any, str]:

@@ -214,6 +214,9 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         augmented = torch.stack([augmentations[k][1](clips[i], generator) for k, i in zip(picks, idx.tolist())])
         return latents[idx], backbone.encode_video(augmented)  # one draw per clip, identical on all frames
 
+    phases = 2 + bool(fit_decoder and main)  # LoRA steps, [decoder fit], preview
+    reporter.note(f"phase 1/{phases}: {total - start} LoRA training steps"
+                  + (f" (resuming at step {start} of {total})" if start else ""))
     reporter.start("train", total=total)
     if start:
         reporter.advance(start)
@@ -254,7 +257,14 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     if not main:
         return TrainResult(action, total, final_loss, time.perf_counter() - t0, library.weights_dir(action),
                            main_process=False)
+    if fit_decoder:
+        fit_steps = getattr(getattr(model.decoder, "options", None), "train_steps", None)
+        reporter.note(f"phase 2/{phases}: fitting the detail decoder "
+                      + (f"({fit_steps} steps, options.decoder.{config.model.decoder}.train_steps; "
+                         "train.detail_decoder = false skips it)" if fit_steps else "(train.detail_decoder)"))
     decoder_losses = model.decoder.fit(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
+    reporter.note(f"phase {phases}/{phases}: rendering preview.gif ({config.animate.steps} denoising steps, "
+                  "as flashctl animate)")
     preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
     run_id = new_run_id()
     weights = motion_config(model, config, action=action, prompt=manifest.prompt, frames=clips.shape[1],

@@ -1,4 +1,4 @@
-"""flashctl built-in plugin: output video formats (mp4, gif, a folder of PNGs).
+"""flashctl built-in plugin: output video formats (mp4, gif, animated PNG, a folder of PNGs).
 
 Each factory returns ``write(path, frames, fps) -> Path`` for ``(F, H, W, 3)`` uint8 frames,
 built on :mod:`flashctl.video`'s atomic writers; the code lives in :mod:`.writers`.
@@ -27,5 +27,7 @@ def register_video_formats(register):
     register("mp4", writers.mp4, options=Mp4Options, extensions=(".mp4",),
              summary="H.264 mp4 (yuv420p, padded to even size)")
     register("gif", writers.gif, options=GifOptions, extensions=(".gif",), summary="animated GIF")
+    register("apng", writers.apng, options=GifOptions, extensions=(".png",),
+             summary="animated PNG, one lossless file (what -o NAME.png writes)")
     register("png", writers.png, options=NoOptions, extensions=("",),
              summary="a folder of numbered PNGs (frame_0000.png, ...), lossless")

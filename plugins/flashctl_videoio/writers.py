@@ -21,6 +21,12 @@ def gif(options: Any, ctx: Any) -> Write:
     return partial(write_gif, loop=options.loop)
 
 
+def apng(options: Any, ctx: Any) -> Write:
+    from flashctl.video import write_apng
+
+    return partial(write_apng, loop=options.loop)
+
+
 def png(options: Any, ctx: Any) -> Write:
     from flashctl.video import write_png_sequence
 
