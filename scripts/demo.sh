@@ -8,6 +8,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 unset FLASHCTL_CONFIG  # the project's flashctl.toml: library motions/, base = "shipped"
 flashctl motions list
 for action in $(flashctl motions list --json | python -c "import json, sys; print(*[m['name'] for m in json.load(sys.stdin)])"); do
-  flashctl animate --action "$action" --image examples --out "outputs/$action" --format mp4 --format gif
+  flashctl animate --action "$action" --image examples --out "outputs/$action" --format mp4 --format gif --overwrite
 done
 echo "outputs in outputs/<action>/ (mp4, gif, contact sheets)" >&2
