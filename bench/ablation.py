@@ -137,7 +137,7 @@ def make_project(out: Path, action: str, args: argparse.Namespace) -> tuple[Path
     """
     from flashctl_synth.render import write_clips
 
-    project = project_dir(out, action)
+    project = project_dir(out, action).resolve()  # the config names its library by absolute path
     config = project / "flashctl.toml"
     heldout_dir = project / "clips" / "heldout"
     if not config.is_file():

@@ -5,7 +5,8 @@
 
 Per clip, rows of every ``--every``-th frame (enlarged ``--zoom`` times, nearest neighbour): the real
 continuation, the base alone (the first motion at strength 0: its prompt, no LoRA), then each
-``--motion NAME=LABEL`` rendered from the clip's first frame with the project's animate settings.
+``--motion NAME=LABEL`` rendered from the clip's first frame with the project's animate settings and the
+decoder the motion was trained with.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def main() -> None:
     first = args.motion[0][0]
     base = load_config(args.config, [*args.overrides, "animate.strength=0", 'model.decoder="vae"'])
     animators = [("base alone", load_animator(base, library, first, host))]
-    animators += [(label, load_animator(config, library, name, host)) for name, label in args.motion]
+    for name, label in args.motion:  # each motion decodes with the decoder it was trained with (DED for row #6)
+        decoder = (library.weights_config(name) or {}).get("decoder", {}).get("name", config.model.decoder)
+        own = load_config(args.config, [*args.overrides, f'model.decoder="{decoder}"'])
+        animators.append((label, load_animator(own, library, name, host)))
     clips = normalise_clips(args.clips, config, [], NullReporter())  # (N, F, S, S, 3) uint8
     rows = []
     for path, clip in zip(args.clips, clips):
