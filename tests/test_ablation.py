@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flashctl.config import load_config
 from flashctl.model.motion_alignment import ablation_row
 
 SCRIPT = Path(__file__).parents[1] / "bench" / "ablation.py"
@@ -86,7 +87,7 @@ def test_aggregate_means_and_stds_over_seeds_per_action(ablation):
 
 def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["--quick", "--rows", "base", "frozen", "1", "6", "--out", str(out), "--metrics", "smoothness"]
+    argv = ["--quick", "--rows", "base", "frozen", "1", "6", "--out", "out", "--metrics", "smoothness"]  # cwd: tmp_path
     assert ablation.main(argv) == 0
     import json
 
@@ -105,6 +106,8 @@ def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path,
     samples = json.loads(Path(frozen["metrics_json"]).read_text())["samples"]
     assert samples and all(change == 0 for s in samples for change in s["series"]["change"])  # nothing moves
     assert capsys.readouterr().out.count("\n| bow") == 4
+    config = load_config(out / "projects" / "bow" / "flashctl.toml")
+    assert config.library_path() == (out / "projects" / "bow" / "motions").resolve()  # not relative to itself
     lines = (out / ablation.RUNS_FILE).read_text().splitlines()
     assert ablation.main(argv) == 0  # every run is recorded: nothing is trained again
     assert (out / ablation.RUNS_FILE).read_text().splitlines() == lines
