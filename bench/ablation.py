@@ -176,6 +176,7 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
     """Prepare, train (a trained row) and evaluate one (action, row, seed); returns its scores and times."""
     from flashctl.errors import FlashctlError
     from flashctl.library import MotionLibrary
+    from flashctl.pipeline.animate import load_animator
     from flashctl.pipeline.evaluate import evaluate
     from flashctl.pipeline.prepare import prepare
     from flashctl.pipeline.train import train
@@ -200,6 +201,7 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
             trained = train(config, library, name, host, reporter=reporter, steps=None if variant.trained else 1)
             if variant.trained:
                 record.update(train_s=time.perf_counter() - t0, final_loss=trained.final_loss)
+            animator = load_animator(config, library, name, host)  # one load for the eval and the loss probes
         t0 = time.perf_counter()
         result = evaluate(config, library, name, host, clips=heldout, reporter=reporter, animator=animator,
                           out_dir=out / "variants" / name)
@@ -208,7 +210,7 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
         if variant.trained:
             train_clips = sorted((config_path.parent / "clips" / "train").glob("*.mp4"))[:len(heldout)]
             for label, clips in (("heldout-loss", heldout), ("train-loss", train_clips)):
-                result.summary.update(loss_columns(label, loss_ratios(config, library, name, host, clips)))
+                result.summary.update(loss_columns(label, loss_ratios(animator, config, clips)))
                 result.higher_is_better.update({f"{label}/{band}": False for band in LOSS_BANDS})
         record["eval_s"] = time.perf_counter() - t0
     except FlashctlError as exc:  # one row that fails must not lose the others

@@ -21,20 +21,22 @@ from typing import Any
 TIMESTEPS = (100, 300, 500, 700, 900)
 
 
-def loss_ratios(config: Any, library: Any, motion: str, host: Any, clips: list[Path],
-                timesteps: tuple[int, ...] = TIMESTEPS, seed: int = 0) -> dict[int, dict[str, float]]:
-    """``{t: {"base": loss, "motion": loss, "ratio": motion / base}}`` over ``clips`` (mp4 paths)."""
+def loss_ratios(animator: Any, config: Any, clips: list[Path], timesteps: tuple[int, ...] = TIMESTEPS,
+                seed: int = 0) -> dict[int, dict[str, float]]:
+    """``{t: {"base": loss, "motion": loss, "ratio": motion / base}}`` over ``clips`` (mp4 paths).
+
+    ``animator``: a loaded motion (:func:`flashctl.pipeline.animate.load_animator`); its strength is left as
+    the config sets it.
+    """
     import torch
 
     from flashctl.model.diffusion import training_scheduler
     from flashctl.model.flash import denoising_loss
     from flashctl.model.lora import set_motion_strength
-    from flashctl.pipeline.animate import load_animator
     from flashctl.pipeline.prepare import normalise_clips
     from flashctl.progress import NullReporter
     from flashctl.video import frames_to_tensor
 
-    animator = load_animator(config, library, motion, host)
     backbone = animator.model.backbone
     videos = normalise_clips(list(clips), config, [], NullReporter())  # (N, F, S, S, 3) uint8
     latents = backbone.encode_video(torch.stack([frames_to_tensor(v) for v in videos]))  # (N, F, c, h, w)
@@ -66,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from flashctl.config import load_config
     from flashctl.library import MotionLibrary
+    from flashctl.pipeline.animate import load_animator
     from flashctl.plugins import host_for
 
     torch.set_num_threads(1)
     config = load_config(args.config)
     clips = sorted(args.clips.glob("*.mp4"))[:args.max_clips]
-    for t, row in loss_ratios(config, MotionLibrary(config.library_path()), args.motion, host_for(config),
-                              clips).items():
+    animator = load_animator(config, MotionLibrary(config.library_path()), args.motion, host_for(config))
+    for t, row in loss_ratios(animator, config, clips).items():
         print(f"t={t:4d}  base {row['base']:.5f}  motion {row['motion']:.5f}  ratio {row['ratio']:.3f}")
     return 0
 

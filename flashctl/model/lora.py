@@ -56,14 +56,13 @@ def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def set_motion_strength(backbone: Backbone, strength: float) -> int:
-    """Scale the motion LoRA's output by ``strength`` (1 = as trained, 0 = the base alone); returns the layers scaled."""
+def set_motion_strength(backbone: Backbone, strength: float) -> None:
+    """Scale the motion LoRA's output by ``strength`` (1 = as trained, 0 = the base alone)."""
     from peft.tuners.lora import LoraLayer
 
-    layers = [m for m in backbone.unet.modules() if isinstance(m, LoraLayer) and ADAPTER in m.scaling]
-    for layer in layers:
-        layer.set_scale(ADAPTER, strength)
-    return len(layers)
+    for layer in backbone.unet.modules():
+        if isinstance(layer, LoraLayer):
+            layer.set_scale(ADAPTER, strength)  # peft skips layers without this adapter
 
 
 def load_motion_lora(backbone: Backbone, state: dict[str, torch.Tensor], rank: int, alpha: float,
