@@ -11,7 +11,7 @@ from safetensors import safe_open
 from flashctl.plugins import build_host
 from flashctl_synth.actions import ACTIONS
 from flashctl_synth.keypoint_data import gaussian_blur, render_frames
-from flashctl_synth.keypoint_metric import keypoint_error, recognise
+from flashctl_synth.keypoint_metric import SWAP, compare_moves, keypoint_error, recognise
 from flashctl_synth.keypoint_net import WEIGHTS, estimate, load_keypoint_net, pck, to_tensor
 from flashctl_synth.render import render_clip
 from flashctl_synth.skeleton import JOINTS
@@ -52,22 +52,36 @@ def test_real_continuation_beats_a_frozen_first_frame(action, seed):
     real, _ = clip(action, seed)
     frozen = real[:1].expand_as(real)
     assert keypoint_error(real, reference=real[0], target=real)["error"] < 0.05
+    blurred = gaussian_blur(real, torch.full((len(real),), 1.0))
     assert keypoint_error(frozen, reference=real[0], target=real)["error"] > \
-        2 * keypoint_error(gaussian_blur(real, torch.full((len(real),), 1.0)), reference=real[0], target=real)["error"]
+        2 * keypoint_error(blurred, reference=real[0], target=real)["error"]
+    still = keypoint_error(frozen, reference=real[0], target=real)
+    assert still["correlation"] == 0.0 and still["gain"] == 0.0
+    moving = keypoint_error(blurred, reference=real[0], target=real)
+    assert moving["correlation"] > 0.8 and 0.6 < moving["gain"] < 1.4
+
+
+def test_joint_moves_are_compared_mirror_aware():
+    real, _ = clip("kick", 7)
+    points = estimate(real)  # (F, J, 2)
+    mirrored = points[:, SWAP] * torch.tensor([-1.0, 1.0])
+    assert compare_moves(mirrored, points)["correlation"] > 0.99
+    backwards = points.flip(0)
+    assert compare_moves(backwards, points)["correlation"] < compare_moves(points, points)["correlation"] - 0.3
 
 
 def test_no_target_no_score_and_the_plugin_registers_the_metric():
     real, _ = clip("kick", 5, frames=4)
     assert keypoint_error(real, reference=real[0]) == {}
     spec = build_host().registry.get("metric", "keypoints")
-    assert spec.attrs["requires_target"] and spec.attrs["higher_is_better"] == {"error": False}
+    assert spec.attrs["requires_target"] and spec.attrs["higher_is_better"] == {"correlation": True, "gain": "near 1", "error": False}
 
 
 def test_recognise_names_the_action_the_person_really_does():
     video, meta = clip("jumping_jack", 6)
-    best, distances = recognise(video, meta)
-    assert best == "jumping_jack" and set(distances) == set(ACTIONS)
-    assert recognise(video[:1].expand_as(video), meta)[1]["jumping_jack"] > distances["jumping_jack"]
+    best, scores = recognise(video, meta)
+    assert best == "jumping_jack" and set(scores) == set(ACTIONS)
+    assert recognise(video[:1].expand_as(video), meta)[0] == "none"
 
 
 def test_pose_split_draws_colours_outside_both_pools():

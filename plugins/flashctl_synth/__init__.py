@@ -34,5 +34,5 @@ def _keypoints(options: Any, ctx: Any) -> Callable:
 
 @hookimpl
 def register_metrics(register: Any) -> None:
-    register("keypoints", _keypoints, higher_is_better={"error": False}, requires_target=True,
-             summary="joint positions (synthetic-world keypoint net) vs the real continuation, in body heights")
+    register("keypoints", _keypoints, higher_is_better={"correlation": True, "gain": "near 1", "error": False}, requires_target=True,
+             summary="joint moves (synthetic-world keypoint net) vs the real continuation: correlation, gain, error")
