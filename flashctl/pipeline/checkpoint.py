@@ -1,25 +1,26 @@
 """Training checkpoints: everything that decides the next steps, so ``train --resume`` continues bit-exactly.
 
-A checkpoint is one folder, ``<action>/.cache/checkpoint/``, replaced atomically as a unit.
-safetensors and JSON only, never pickle:
+A checkpoint is one folder (train's: ``<action>/.cache/checkpoint/``; a backbone plugin's pretraining
+recipe keeps one per stage), replaced atomically as a unit. safetensors and JSON only, never pickle:
 
-* ``lora.safetensors``: the motion LoRA tensors;
+* ``lora.safetensors``: the trained tensors: the motion LoRA (pretraining: the whole module's state dict);
 * ``optimizer.safetensors``: the optimizer state's tensors (AdamW's ``exp_avg``, ``exp_avg_sq`` and
   ``step`` per parameter); the rest of its state dict (param groups, hyper-parameters) is JSON in
   ``state.json`` with ``{"tensor": KEY}`` where a tensor was;
 * ``rng.safetensors``: the random states, one row per process ``(P, n)`` uint8: ``generator``
   (train's ``torch.Generator``: clips, augmentations, noise, timesteps), ``torch`` (torch's global
   CPU generator; nothing in the built-in loop draws from it, plugins' dropout could) and ``cuda``
-  on a CUDA device;
-* ``state.json``: format, step, losses, the LR scheduler's and the grad scaler's state dicts, and
-  the fingerprint of everything else the trajectory depends on (settings, clips, process count).
+  on a CUDA device; empty for a loop whose every draw is seeded by its step;
+* ``state.json``: format, step, losses, seconds trained, the LR scheduler's and the grad scaler's
+  state dicts, and the fingerprint of everything else the trajectory depends on (settings, clips,
+  process count).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,12 @@ class Checkpoint:
     step: int
     losses: list[float]
     fingerprint: dict[str, Any]  # JSON data; a resume must present the same
-    lora: dict[str, Any]  # name -> tensor
+    lora: dict[str, Any]  # name -> tensor: the trained tensors (a motion LoRA, or a pretrained module's state dict)
     optimizer: dict[str, Any]  # torch optimizer state dict
-    scheduler: dict[str, Any]  # LR scheduler state dict (JSON data)
-    rng: dict[str, Any]  # "generator" / "torch" / "cuda" -> (P, n) uint8 tensor, row = process index
+    scheduler: dict[str, Any] = field(default_factory=dict)  # LR scheduler state dict (JSON data); {}: none
+    rng: dict[str, Any] = field(default_factory=dict)  # "generator" / "torch" / "cuda" -> (P, n) uint8, row = process
     scaler: dict[str, Any] | None = None  # mixed-precision grad scaler state dict, when there is one
+    seconds: float = 0.0  # time spent training so far, for a provenance record
 
 
 def _split(tree: Any, key: str, tensors: dict[str, Any]) -> Any:
@@ -73,27 +75,30 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
     from safetensors.torch import save_file
 
     optimizer_tensors: dict[str, Any] = {}
-    state = {"format": FORMAT, "step": checkpoint.step, "losses": checkpoint.losses,
+    state = {"format": FORMAT, "step": checkpoint.step, "losses": checkpoint.losses, "seconds": checkpoint.seconds,
              "fingerprint": checkpoint.fingerprint, "scheduler": checkpoint.scheduler, "scaler": checkpoint.scaler,
              "optimizer": _split(checkpoint.optimizer, "optimizer", optimizer_tensors)}
     with atomic_path(Path(folder)) as tmp:
         tmp.mkdir()
-        save_file(checkpoint.lora, str(tmp / LORA))
+        save_file({k: v.contiguous() for k, v in checkpoint.lora.items()}, str(tmp / LORA))
         save_file(optimizer_tensors, str(tmp / OPTIMIZER))
         save_file({k: v.contiguous() for k, v in checkpoint.rng.items()}, str(tmp / RNG))
         atomic_write(tmp / STATE, json.dumps(state, indent=1))
     return Path(folder)
 
 
-def load_checkpoint(folder: Path) -> Checkpoint | None:
-    """The checkpoint in ``folder``; None when there is none. Unreadable files raise :class:`CheckpointError`."""
+def load_checkpoint(folder: Path, hint: str | None = None) -> Checkpoint | None:
+    """The checkpoint in ``folder``; None when there is none. Unreadable files raise :class:`CheckpointError`.
+
+    ``hint``: how to start over instead (default: train's).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / STATE).is_file():
         return None
-    hint = f"delete {folder} or drop --resume to train from step 0"
+    hint = hint or f"delete {folder} or drop --resume to train from step 0"
     try:
         state = json.loads((folder / STATE).read_text())
     except (OSError, ValueError) as exc:
@@ -112,7 +117,7 @@ def load_checkpoint(folder: Path) -> Checkpoint | None:
         return Checkpoint(step=int(state["step"]), losses=[float(x) for x in state["losses"]],
                           fingerprint=state["fingerprint"], lora=tensors[LORA],
                           optimizer=_join(state["optimizer"], tensors[OPTIMIZER]), scheduler=state["scheduler"],
-                          rng=tensors[RNG], scaler=state.get("scaler"))
+                          rng=tensors[RNG], scaler=state.get("scaler"), seconds=float(state.get("seconds", 0.0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / STATE}: incomplete checkpoint state ({type(exc).__name__}: {exc})",
                               hint=hint) from None
@@ -125,8 +130,11 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}.{key}" if prefix else key).items()}
 
 
-def check_fingerprint(folder: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Raise :class:`CheckpointError` naming the first setting that differs (and how many more do)."""
+def check_fingerprint(folder: Path, saved: dict[str, Any], current: dict[str, Any], hint: str | None = None) -> None:
+    """Raise :class:`CheckpointError` naming the first setting that differs (and how many more do).
+
+    ``hint``: how to go on (default: train's).
+    """
     old, new = _flat(saved), _flat(json.loads(json.dumps(current)))  # compare as JSON data, as saved
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     if not changed:
@@ -136,8 +144,8 @@ def check_fingerprint(folder: Path, saved: dict[str, Any], current: dict[str, An
         if len(changed) > 1 else ""
     raise CheckpointError(f"checkpoint in {folder} was made with {first} = {short_value(old.get(first))}, "
                           f"now {short_value(new.get(first))}{more}",
-                          hint="rerun with the checkpoint's settings, clips and process count, or drop --resume "
-                               "to train from step 0 (the checkpoint is then replaced)")
+                          hint=hint or "rerun with the checkpoint's settings, clips and process count, or drop "
+                                       "--resume to train from step 0 (the checkpoint is then replaced)")
 
 
 def clear_checkpoint(folder: Path) -> None:
