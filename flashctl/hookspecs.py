@@ -1,8 +1,14 @@
-"""Every hook a flashctl plugin may implement, with its contract.
+"""Every hook a flashctl plugin may implement, with its contract, and each component kind's traits.
 
 Plugins mark implementations with ``flashctl.hookimpl``. Registration hooks are called once
 when the registry is built; they must be cheap: no torch import, no file or network I/O.
 Heavy code belongs inside the factories they register. Hooks only ever gain arguments.
+
+A ``register_<kind>s`` hook gets ``register(name, factory, options=Model, **traits)``: ``options``
+is the pydantic model the component's settings are validated with (default: none), and the keyword
+traits are what the core needs to know about the component without building it. Each kind's traits
+model below lists them; the registry validates them once (an unknown or mistyped trait fails that
+plugin with a line naming the plugin, the component and the trait) and exposes ``spec.traits``.
 """
 
 from __future__ import annotations
@@ -11,12 +17,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+from pydantic import BaseModel, ConfigDict, Field
+
+from .directions import Direction
 
 if TYPE_CHECKING:
     from .registry import Register
 
 hookspec = pluggy.HookspecMarker("flashctl")
 hookimpl = pluggy.HookimplMarker("flashctl")
+
+
+class Traits(BaseModel):
+    """What every component declares; the traits of backbones, decoders and trackers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    summary: str = Field("", description="a str: one line for `flashctl plugins`")
+
 
 
 @hookspec
@@ -26,16 +44,23 @@ def register_backbones(register: "Register") -> None:
     ``factory(options, ctx) -> Backbone`` (see :mod:`flashctl.model.interfaces`). A backbone
     owns its denoiser, VAE, conditioning encoders and scheduler config, names the parameters
     motion training may update, and describes its latent geometry so motions can be checked.
+    Traits: :class:`Traits`.
     """
 
 
 @hookspec
 def register_decoders(register: "Register") -> None:
-    """Register latent-to-frame decoders: ``factory(options, ctx) -> Decoder``.
+    """Register latent-to-frame decoders: ``register(name, factory, options=Model, summary=...)``.
 
-    A decoder turns latents plus the reference image into frames and says whether it has
-    per-motion trainable parameters (the Detail Enhancement Decoder does).
+    ``factory(options, ctx) -> Decoder``. A decoder turns latents plus the reference image into
+    frames and says whether it has per-motion trainable parameters (the Detail Enhancement Decoder
+    does). Traits: :class:`Traits`.
     """
+
+
+class AugmentationTraits(Traits):
+    preserves_motion: bool = Field(False, description="a bool: the same transform on every frame, so it may "
+                                                      "feed the Motion Alignment Module")
 
 
 @hookspec
@@ -44,8 +69,23 @@ def register_augmentations(register: "Register") -> None:
 
     ``factory(options, ctx) -> callable(video, generator) -> video`` on ``(F, C, H, W)`` floats in
     [-1, 1]. One random draw per clip, the same on every frame. Only augmentations registered with
-    ``preserves_motion=True`` may feed the Motion Alignment Module.
+    ``preserves_motion=True`` may feed the Motion Alignment Module. Traits: :class:`AugmentationTraits`.
     """
+
+
+class MetricTraits(Traits):
+    higher_is_better: dict[str, Direction] | Direction = Field(
+        None, description="a direction (True, False, 'near 1' or None), or a dict key -> direction")
+    requires_target: bool = Field(False, description="a bool: needs the real continuation (skipped without one)")
+    aggregate: bool = Field(False, description="a bool: scores a whole set ({} per video, the set's "
+                                               "scores from compute())")
+    accepts_prompt: bool = Field(False, description="a bool: takes the action's prompt as prompt=")
+
+    def direction(self, key: str) -> Direction:
+        """Which way the score ``key`` is better."""
+        hib = self.higher_is_better
+        return hib.get(key) if isinstance(hib, dict) else hib
+
 
 
 @hookspec
@@ -56,22 +96,40 @@ def register_metrics(register: "Register") -> None:
     real clip, or None), or a dict key -> direction when the metric returns several keys.
     ``factory(options, ctx) -> callable(generated, *, reference, target=None) -> dict[str, float]``
     where videos are ``(F, C, H, W)`` and the reference ``(C, H, W)``, floats in [-1, 1]. A metric
-    with ``requires_target=True`` is skipped when no ground-truth continuation exists.
+    with ``requires_target=True`` is skipped when no ground-truth continuation exists; one with
+    ``accepts_prompt=True`` is also passed ``prompt=`` (the action's prompt); one with
+    ``aggregate=True`` returns ``{}`` per video and its scores over the whole set from
+    ``callable.compute()``. Traits: :class:`MetricTraits`.
     """
+
+
+class VideoFormatTraits(Traits):
+    extensions: tuple[str, ...] = Field(min_length=1, description="a non-empty tuple of suffixes, the first "
+                                                                  "appended to each output name ('' for a folder)")
 
 
 @hookspec
 def register_video_formats(register: "Register") -> None:
     """Register output video formats: ``register(name, writer, extensions=(".mp4",))``.
 
-    ``writer(options, ctx)`` returns ``write(path, frames_uint8_FHWC, fps) -> Path``. Dispatch is
-    by extension.
+    ``writer(options, ctx)`` returns ``write(path, frames_uint8_FHWC, fps) -> Path``; ``path`` is the
+    output name with the first extension. ``animate -o NAME.EXT`` writes the format that lists
+    ``.EXT`` among its extensions. Traits: :class:`VideoFormatTraits`.
     """
 
 
 @hookspec
 def register_trackers(register: "Register") -> None:
-    """Register experiment trackers: ``factory(options, ctx)`` with ``log(step, metrics)`` and ``finish()``."""
+    """Register experiment trackers: ``factory(options, ctx)`` with ``log(step, metrics)`` and ``finish()``.
+
+    Traits: :class:`Traits`.
+    """
+
+
+TRAITS: dict[str, type[Traits]] = {
+    "backbone": Traits, "decoder": Traits, "augmentation": AugmentationTraits, "metric": MetricTraits,
+    "video_format": VideoFormatTraits, "tracker": Traits,
+}  # kind -> its traits model; each kind is filled by the hook ``register_<kind>s``
 
 
 @hookspec

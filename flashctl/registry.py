@@ -2,20 +2,22 @@
 
 A spec is cheap data: a name, a factory that builds the component lazily (heavy imports
 happen inside it), the pydantic options model the component validates its settings with,
-and which plugin registered it. Building a component is ``registry.create(kind, name, options, ctx)``.
+its kind's traits (:data:`flashctl.hookspecs.TRAITS`, validated once here) and which plugin
+registered it. Building a component is ``registry.create(kind, name, options, ctx)``.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError, DuplicateComponentError, UnknownComponentError
+from .hookspecs import TRAITS, Traits
 
-KINDS = ("backbone", "decoder", "augmentation", "metric", "video_format", "tracker")
+KINDS = tuple(TRAITS)
 
 
 class Options(BaseModel):
@@ -33,11 +35,10 @@ class ComponentSpec:
     kind: str
     name: str
     factory: Callable[..., Any]
-    options: type[Options] = NoOptions
-    summary: str = ""
-    plugin: str = "?"
-    plugin_version: str = ""
-    attrs: dict[str, Any] = field(default_factory=dict)  # kind-specific, e.g. preserves_motion
+    options: type[Options]
+    traits: Traits  # the kind's traits model, e.g. MetricTraits
+    plugin: str
+    plugin_version: str
 
     def validate_options(self, raw: dict[str, Any] | None, source: str = "config", key: str = "") -> Options:
         """Phase-two validation with the component's own options model; errors name ``source`` and ``key``."""
@@ -63,11 +64,23 @@ class Register:
         factory: Callable[..., Any],
         *,
         options: type[Options] = NoOptions,
-        summary: str = "",
-        **attrs: Any,
+        **traits: Any,
     ) -> None:
-        spec = ComponentSpec(self._kind, name, factory, options, summary, self._plugin, self._version, attrs)
-        self._registry.add(spec)
+        model = TRAITS[self._kind]
+        try:
+            valid = model.model_validate(traits)
+        except ValidationError as exc:
+            keys = dict.fromkeys(str(e["loc"][0]) for e in exc.errors())  # a union reports each key several times
+            raise TypeError(f"plugin '{self._plugin}', {self._kind} '{name}': "
+                            + "; ".join(_trait_error(model, key, traits) for key in keys)) from None
+        self._registry.add(ComponentSpec(self._kind, name, factory, options, valid, self._plugin, self._version))
+
+
+def _trait_error(model: type[Traits], key: str, traits: dict[str, Any]) -> str:
+    if key not in model.model_fields:
+        return f"unknown trait '{key}' (known: {', '.join(model.model_fields)})"
+    expected = model.model_fields[key].description
+    return f"trait '{key}' = {traits[key]!r}: expected {expected}" if key in traits else f"missing trait '{key}': {expected}"
 
 
 class Registry:

@@ -53,7 +53,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 def test_registered_with_motion_flag(registry):
-    flags = {s.name: s.attrs["preserves_motion"] for s in registry.specs("augmentation")}
+    flags = {s.name: s.traits.preserves_motion for s in registry.specs("augmentation")}
     assert {n for n, keep in flags.items() if keep} == set(PRESERVING)
     assert flags["hflip"] is False
 

@@ -65,7 +65,7 @@ def test_readme_plugin_example_works_as_written(tmp_path):
     host = host_for(config)
     parsed = validate_components(config, host.registry)
     assert parsed[("augmentation", "tint")].strength == 0.3
-    assert host.registry.get("augmentation", "tint").attrs["preserves_motion"] is True
+    assert host.registry.get("augmentation", "tint").traits.preserves_motion is True
     tint = host.registry.create("augmentation", "tint", {"strength": 0.3})
     video = torch.zeros(4, 3, 8, 8)
     out = tint(video, torch.Generator().manual_seed(0))

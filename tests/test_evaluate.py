@@ -91,11 +91,11 @@ def test_clips_are_scored_against_their_continuations(host, library):
     assert record["summary"] == pytest.approx(result.summary)
     assert len(record["samples"]) == CLIPS
     assert record["config"]["eval"]["metrics"] == ALL
-    specs = {s.name: s.attrs["higher_is_better"] for s in host.registry.specs("metric")}
+    specs = {s.name: s.traits for s in host.registry.specs("metric")}
     assert set(record["higher_is_better"]) == set(result.summary)
     for key, direction in record["higher_is_better"].items():
         name, sub = key.split("/", 1)
-        assert direction == specs[name][sub]  # True, False, None or "near 1"
+        assert direction == specs[name].direction(sub)  # True, False, None or "near 1"
 
 
 def test_a_frozen_video_scores_worse_on_motion_only(host, library):

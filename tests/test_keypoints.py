@@ -74,7 +74,7 @@ def test_no_target_no_score_and_the_plugin_registers_the_metric():
     real, _ = clip("kick", 5, frames=4)
     assert keypoint_error(real, reference=real[0]) == {}
     spec = build_host().registry.get("metric", "keypoints")
-    assert spec.attrs["requires_target"] and spec.attrs["higher_is_better"] == {"correlation": True, "gain": "near 1", "error": False}
+    assert spec.traits.requires_target and spec.traits.higher_is_better == {"correlation": True, "gain": "near 1", "error": False}
 
 
 def test_recognise_names_the_action_the_person_really_does():

@@ -68,7 +68,7 @@ def test_directions_cover_every_key(registry, target):
         spec = registry.get("metric", name)
         score = spec.factory(spec.validate_options({}, name), None)
         with_target, without = score(target, reference=target[0], target=target), score(target, reference=target[0])
-        assert with_target and set(with_target) | set(without) == set(spec.attrs["higher_is_better"]), name
+        assert with_target and set(with_target) | set(without) == set(spec.traits.higher_is_better), name
         assert all(isinstance(v, float) and math.isfinite(v) for v in with_target.values()), name
 
 
@@ -224,7 +224,7 @@ def test_motion_fidelity_ranks_motions(registry, target):
 
 
 def test_motion_fidelity_needs_a_target_and_tolerates_other_sizes(registry, target):
-    assert registry.get("metric", "motion-fidelity").attrs["requires_target"] is True
+    assert registry.get("metric", "motion-fidelity").traits.requires_target is True
     score = metric(registry, "motion-fidelity")
     assert score(target, reference=target[0]) == {}
     upscaled = torch.nn.functional.interpolate(target, scale_factor=2, mode="nearest")  # (F, 3, 2H, 2W)

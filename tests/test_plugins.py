@@ -1,10 +1,12 @@
-"""Plugin discovery: entry points, failures captured, duplicates, disable list, local files."""
+"""Plugin discovery: entry points, failures captured, duplicates, disable list, local files, traits."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from flashctl.config import load_config
+from flashctl.directions import NEAR_ONE
 from flashctl.errors import ConfigError, DuplicateComponentError
 from flashctl.plugins import build_host, host_for
 from plugin_kit import install_distribution, plugin_source
@@ -24,7 +26,7 @@ def test_builtins_register_every_kind_they_promise():
     for kind in ("backbone", "decoder", "augmentation", "metric", "video_format"):
         assert registry.names(kind), f"no built-in {kind}"
     spec = registry.get("augmentation", "color-jitter")
-    assert spec.plugin == "augment" and spec.attrs["preserves_motion"] is True
+    assert spec.plugin == "augment" and spec.traits.preserves_motion is True
 
 
 def test_third_party_distribution_registers_an_augmentation(tmp_path, monkeypatch):
@@ -80,3 +82,35 @@ def test_misspelled_hook_fails_loudly(tmp_path):
     (tmp_path / "bad.py").write_text("from flashctl import hookimpl\n\n@hookimpl\ndef register_augmentation(register):\n    pass\n")
     with pytest.raises(ConfigError, match="register_augmentation"):
         build_host(paths=[str(tmp_path / "bad.py")])
+
+
+@pytest.mark.parametrize("call, says", [
+    ('register("odd", f, higher_is_better=True, higher_better=True)', "unknown trait 'higher_better'"),
+    ('register("odd", f, requires_target="yes")', "trait 'requires_target' = 'yes': expected a bool"),
+    ('register("odd", f, higher_is_better={"psnr": "up"})', "trait 'higher_is_better' = {'psnr': 'up'}: expected a direction"),
+])
+def test_an_unknown_or_mistyped_trait_fails_that_plugin_in_one_line(tmp_path, call, says):
+    (tmp_path / "odd.py").write_text(f"from flashctl import hookimpl\n\n\ndef f(options, ctx):\n    pass\n\n\n"
+                                     f"@hookimpl\ndef register_metrics(register):\n    {call}\n")
+    host = build_host(paths=[str(tmp_path / "odd.py")])
+    [failure] = host.failures
+    assert failure.name == "local:odd" and failure.source == "register_metrics"
+    assert failure.error.startswith("TypeError: plugin 'local:odd', metric 'odd': " + says) and "\n" not in failure.error
+    assert "odd" not in host.registry.names("metric") and BUILTINS <= {p.name for p in host.plugins}
+
+
+def test_a_video_format_must_name_its_extensions(tmp_path):
+    (tmp_path / "fmt.py").write_text("from flashctl import hookimpl\n\n@hookimpl\n"
+                                     "def register_video_formats(register):\n    register('webm', print)\n")
+    [failure] = build_host(paths=[str(tmp_path / "fmt.py")]).failures
+    assert "video_format 'webm': missing trait 'extensions'" in failure.error
+
+
+def test_traits_are_typed_per_kind():
+    registry = build_host().registry
+    motion_track = registry.get("metric", "motion-track").traits
+    assert motion_track.direction("gain") == NEAR_ONE and motion_track.direction("correlation") is True
+    assert registry.get("video_format", "mp4").traits.extensions == (".mp4",)
+    with pytest.raises(ValidationError):
+        registry.get("augmentation", "blur").traits.preserves_motion = False  # frozen
+

@@ -282,9 +282,9 @@ def formats():
 
 def test_videoio_registers_four_formats(formats, tmp_path):
     specs = {s.name: s for s in formats.specs("video_format")}
-    assert {n: s.attrs["extensions"] for n, s in specs.items()} == {"gif": (".gif",), "mp4": (".mp4",), "png": ("",),
+    assert {n: s.traits.extensions for n, s in specs.items()} == {"gif": (".gif",), "mp4": (".mp4",), "png": ("",),
                                                                      "apng": (".png",)}
-    assert all(s.plugin == "videoio" and s.summary for s in specs.values())
+    assert all(s.plugin == "videoio" and s.traits.summary for s in specs.values())
     frames = square_frames(4, (20, 10))
     mp4 = formats.create("video_format", "mp4", {"crf": 0})(tmp_path / "a.mp4", frames, 8)
     assert video.probe(mp4).frames == 4 and np.abs(video.read_frames(mp4).astype(int)[:, :10] - frames).mean() < 2

@@ -105,12 +105,12 @@ def test_importing_the_plugin_imports_no_heavy_library():
     assert result.returncode == 0, result.stderr
 
 
-def test_attrs_tell_the_pipeline_how_to_call(registry):
-    fvd, clip_spec = registry.get("metric", "fvd"), registry.get("metric", "clip-score")
-    assert fvd.attrs["aggregate"] is True and fvd.attrs["requires_target"] is True
-    assert clip_spec.attrs["accepts_prompt"] is True and clip_spec.attrs["requires_target"] is False
-    assert registry.get("metric", "pose").attrs["requires_target"] is True
-    assert not any(registry.get("metric", n).attrs.get("aggregate") for n in ("lpips", "clip-score", "pose"))
+def test_traits_tell_the_pipeline_how_to_call(registry):
+    fvd, clip_spec = registry.get("metric", "fvd").traits, registry.get("metric", "clip-score").traits
+    assert fvd.aggregate is True and fvd.requires_target is True
+    assert clip_spec.accepts_prompt is True and clip_spec.requires_target is False
+    assert registry.get("metric", "pose").traits.requires_target is True
+    assert not any(registry.get("metric", n).traits.aggregate for n in ("lpips", "clip-score", "pose"))
 
 
 @pytest.mark.parametrize("name", ["clip-score", "lpips", "fvd"])

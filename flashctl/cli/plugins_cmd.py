@@ -20,8 +20,7 @@ def plugins(kind: Annotated[Optional[str], typer.Option("--kind", help="Only com
     data = {
         "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "source": p.source,
                      "hooks": p.hooks} for p in host.plugins],
-        "components": [{"kind": s.kind, "name": s.name, "plugin": s.plugin, "summary": s.summary,
-                        **{k: v for k, v in s.attrs.items() if isinstance(v, (bool, str, int, float, tuple, list, dict))}}
+        "components": [{"kind": s.kind, "name": s.name, "plugin": s.plugin, **s.traits.model_dump(mode="json")}
                        for s in specs],
         "failures": [{"name": f.name, "source": f.source, "error": f.error} for f in host.failures],
         "disabled": host.disabled,

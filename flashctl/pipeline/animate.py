@@ -150,7 +150,7 @@ def output_file_format(out: Path, host: Any) -> str | None:
     if out.is_dir() or not out.suffix:
         return None
     by_ext = {ext.lower(): spec.name for spec in host.registry.specs("video_format")
-              for ext in spec.attrs.get("extensions", ()) if ext}
+              for ext in spec.traits.extensions if ext}
     return by_ext.get(out.suffix.lower())
 
 
@@ -203,7 +203,7 @@ def _writer(host: Any, config: Any, name: str) -> tuple[Any, str]:
     spec = host.registry.get("video_format", name, where="animate.formats")
     write = host.registry.create("video_format", name, config.component_options("video_format", name),
                                  where=f"options.video_format.{name}")
-    return write, spec.attrs.get("extensions", (f".{name}",))[0]
+    return write, spec.traits.extensions[0]
 
 
 def _png_bytes(image: np.ndarray) -> bytes:

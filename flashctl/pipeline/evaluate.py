@@ -24,6 +24,7 @@ from .. import __version__
 from ..config import FlashConfig, config_to_dict
 from ..directions import Direction
 from ..errors import ConfigError, ImageReadError
+from ..hookspecs import MetricTraits
 from ..progress import NullReporter, Reporter
 
 METRICS_FILE = "metrics.json"
@@ -44,11 +45,8 @@ class EvalResult:
 class _Metric:
     name: str
     score: Callable[..., dict[str, float]]
-    higher_is_better: dict[str, Direction] | Direction
-    requires_target: bool
+    traits: MetricTraits
     plugin: str
-    aggregate: bool = False  # scores a whole set: returns {} per sample, its keys come from ``score.compute()``
-    accepts_prompt: bool = False  # takes the action's prompt as ``prompt=``
 
 
 def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
@@ -62,9 +60,7 @@ def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
         spec = host.registry.get("metric", name, where=f"{source}: eval.metrics[{i}]")
         score = host.registry.create("metric", name, config.component_options("metric", name), ctx=ctx,
                                      where=source)
-        metrics.append(_Metric(name, score, spec.attrs.get("higher_is_better"),
-                               bool(spec.attrs.get("requires_target", False)), f"{spec.plugin} {spec.plugin_version}",
-                               bool(spec.attrs.get("aggregate", False)), bool(spec.attrs.get("accepts_prompt", False))))
+        metrics.append(_Metric(name, score, spec.traits, f"{spec.plugin} {spec.plugin_version}"))
     return metrics
 
 
@@ -125,11 +121,6 @@ def frame_series(generated: Any, reference: Any, target: Any = None) -> dict[str
     return series
 
 
-def _direction(metric: _Metric, key: str) -> Direction:
-    hib = metric.higher_is_better
-    return hib.get(key) if isinstance(hib, dict) else hib
-
-
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has no spelling for them)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -153,7 +144,7 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         raise ConfigError("eval: pass reference images or held-out clips, not both",
                           hint="--clips scores motion against each clip's continuation; --images has no ground truth")
     samples = _samples(config, library, action, images, clips, reporter)
-    active = [m for m in metrics if not (m.requires_target and images is not None)]
+    active = [m for m in metrics if not (m.traits.requires_target and images is not None)]
     skipped = [m.name for m in metrics if m not in active]
     if skipped:
         reporter.note(f"eval: skipping {', '.join(skipped)}: without clips there is no ground-truth "
@@ -177,10 +168,10 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
         scores: dict[str, float] = {}
         for metric in active:
-            extra = {"prompt": prompt} if metric.accepts_prompt else {}
+            extra = {"prompt": prompt} if metric.traits.accepts_prompt else {}
             for key, value in metric.score(generated, reference=reference, target=target, **extra).items():
                 scores[f"{metric.name}/{key}"] = float(value)
-                directions[f"{metric.name}/{key}"] = _direction(metric, key)
+                directions[f"{metric.name}/{key}"] = metric.traits.direction(key)
         per_sample.append({"reference": label, "seed": seed, "scores": scores,
                            "series": frame_series(generated, reference, target)})
         videos.append(frames)
@@ -193,10 +184,10 @@ def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, image
         if finite:
             summary[key] = sum(finite) / len(finite)
     for metric in active:
-        if metric.aggregate:  # e.g. FVD: one distance between the generated and the real set
+        if metric.traits.aggregate:  # e.g. FVD: one distance between the generated and the real set
             for key, value in metric.score.compute().items():
                 summary[f"{metric.name}/{key}"] = float(value)
-                directions[f"{metric.name}/{key}"] = _direction(metric, key)
+                directions[f"{metric.name}/{key}"] = metric.traits.direction(key)
 
     out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
     out.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ class PoseOptions(Options):
     min_detection_confidence: float = Field(0.5, ge=0, le=1, description="MediaPipe person-detection threshold")
 
 
-# name, module (with build(options, ctx)), options model, higher_is_better per key, requires target, attrs, summary
+# name, module (with build(options, ctx)), options model, higher_is_better per key, requires target, more traits, summary
 WEIGHT_METRICS: list[tuple[str, str, type[Options], dict[str, bool], bool, dict[str, Any], str]] = [
     ("clip-score", "clip_score", ClipScoreOptions, {"image_mean": True, "image_min": True, "text": True}, False,
      {"accepts_prompt": True}, "CLIP similarity of every frame with the reference image and the prompt (local weights)"),
@@ -131,6 +131,6 @@ def register_metrics(register) -> None:
     for name, (module, function), options, directions, requires_target, summary in METRICS:
         register(name, _factory(module, function), options=options, summary=summary,
                  higher_is_better=directions, requires_target=requires_target)
-    for name, module, options, directions, requires_target, attrs, summary in WEIGHT_METRICS:
+    for name, module, options, directions, requires_target, traits, summary in WEIGHT_METRICS:
         register(name, _builder(module), options=options, summary=summary,
-                 higher_is_better=directions, requires_target=requires_target, **attrs)
+                 higher_is_better=directions, requires_target=requires_target, **traits)
