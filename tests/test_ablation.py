@@ -1,4 +1,4 @@
-"""bench/ablation.py: the variant table trains METHOD.md's rows, and --quick runs end to end."""
+"""experiments/ablation.py: the variant table trains METHOD.md's rows, and --quick runs end to end."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from flashctl.config import load_config
 from flashctl.model.motion_alignment import ablation_row
 
-SCRIPT = Path(__file__).parents[1] / "bench" / "ablation.py"
+SCRIPT = Path(__file__).parents[1] / "experiments" / "ablation.py"
 
 # METHOD.md's ablation table: row -> (strong augment, motion align, correspondence align, DED)
 METHOD_TABLE = {"#1": (False, False, False, False), "#2": (True, False, False, False),
@@ -23,7 +23,7 @@ METHOD_TABLE = {"#1": (False, False, False, False), "#2": (True, False, False, F
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("bench_ablation", SCRIPT)
+    spec = importlib.util.spec_from_file_location("experiments_ablation", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)

@@ -18,7 +18,7 @@ A key passes when the real continuation ranks first (its mean is best by the key
 ``noise`` and ``flicker`` all rank below ``other person`` (a real motion of the right action). Metrics default to the project's ``[eval] metrics`` (flashctl.toml), plus ``keypoints``
 when a plugin registers it; ``--metrics`` overrides. Set-level metrics (e.g. ``fvd``) are skipped.
 
-Run:   .venv/bin/python bench/metric_sanity.py [--clips 16] [--metrics motion-track,transition] [--out FILE]
+Run:   .venv/bin/python experiments/metric_sanity.py [--clips 16] [--metrics motion-track,transition] [--out FILE]
 Prints the table (mean ± std per key and candidate, then PASS/FAIL) and writes it as markdown to ``--out``.
 """
 
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "bench" / "results" / "metric_sanity.md"
+DEFAULT_OUT = REPO / "experiments" / "results" / "metric_sanity.md"
 OPTIONAL = ["keypoints"]  # included automatically once a plugin registers them
 BAD = ("frozen", "noise", "flicker")  # must rank below another person doing the right action
 TIE = 1e-6  # relative: closer than this to the real clip's badness counts as a tie
@@ -76,8 +76,8 @@ def candidates(action: str, seed: int, args: argparse.Namespace) -> dict[str, "t
     return videos
 
 
-def build_metrics(names: list[str] | None) -> list[tuple[str, object, object]]:
-    """(name, score function, traits) for each metric that scores single videos."""
+def build_metrics(names: list[str] | None) -> list[tuple[str, object, dict]]:
+    """(name, score function, direction per key) for each metric that scores single videos."""
     from flashctl.config import load_config
     from flashctl.plugins import host_for
 
@@ -89,11 +89,11 @@ def build_metrics(names: list[str] | None) -> list[tuple[str, object, object]]:
     metrics = []
     for name in names:
         spec = registry.get("metric", name)
-        if spec.traits.aggregate:
+        if spec.attrs.get("aggregate"):
             print(f"skipping {name}: it scores a whole set, not one video", file=sys.stderr)
             continue
         score = registry.create("metric", name, config.component_options("metric", name))
-        metrics.append((name, score, spec.traits))
+        metrics.append((name, score, spec.attrs.get("higher_is_better")))
     return metrics
 
 
@@ -110,10 +110,10 @@ def collect(metrics, args: argparse.Namespace) -> tuple[list[str], dict[str, dic
             videos = candidates(action, seed, args)
             real = videos["real"]
             for column, video in videos.items():
-                for name, score, traits in metrics:
+                for name, score, direction in metrics:
                     for key, value in score(video, reference=real[0], target=real).items():
                         scores.setdefault(f"{name}/{key}", {c: [] for c in columns})[column].append(float(value))
-                        directions[f"{name}/{key}"] = traits.direction(key)
+                        directions[f"{name}/{key}"] = direction.get(key) if isinstance(direction, dict) else direction
         print(f"{action}: {args.clips} clips in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return columns, scores, directions
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = build_metrics(args.metrics)
     started = time.perf_counter()
     columns, scores, directions = collect(metrics, args)
-    command = "python bench/metric_sanity.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python experiments/metric_sanity.py " + " ".join(argv if argv is not None else sys.argv[1:])
     markdown = "\n\n".join([
         f"`{command.strip()}`: {args.clips} held-out people x {len(ACTIONS)} actions, {args.frames} frames at "
         f"{args.size} px, noise std {args.noise}, flicker gain std {args.flicker}; "

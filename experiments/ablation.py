@@ -14,7 +14,7 @@ action. Rows (``--rows``, any subset, in any number of invocations):
 Besides the ``[eval] metrics`` (on samples), every row gets ``recognised/accuracy``: the share of samples
 whose nearest real action by the same held-out person is the right one (keypoint estimator of the synthetic
 world, ``flashctl_synth.keypoint_metric.recognise``). Trained rows also get ``heldout-loss/structure`` and ``/detail``:
-the motion's denoising loss on the held-out clips over the base alone's (``bench/heldout_loss.py``; below
+the motion's denoising loss on the held-out clips over the base alone's (``experiments/heldout_loss.py``; below
 1 = the motion explains these new people's real motion better than the base), and ``train-loss/...``, the
 same on as many training clips: a train ratio far below the held-out one is a motion that fits the
 training people only.
@@ -24,8 +24,8 @@ again, so a long ablation resumes row by row; ``ablation.json`` and ``ablation.m
 seeds of every metric in ``[eval] metrics`` of the project config, or ``--metrics``) are rewritten
 after every run.
 
-Run:   .venv/bin/python bench/ablation.py --actions bow --rows base frozen 1 6 --seeds 0 1 2 --steps 400
-       .venv/bin/python bench/ablation.py --quick      (smoke run: 2 steps, 8 frames at 32 px)
+Run:   .venv/bin/python experiments/ablation.py --actions bow --rows base frozen 1 6 --seeds 0 1 2 --steps 400
+       .venv/bin/python experiments/ablation.py --quick      (smoke run: 2 steps, 8 frames at 32 px)
 Progress goes to stderr, the table to stdout.
 """
 
@@ -48,12 +48,12 @@ import numpy as np
 from flashctl.progress import NullReporter
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "bench" / "results" / "ablation"
+DEFAULT_OUT = REPO / "experiments" / "results" / "ablation"
 SWITCHES = ("strong_augment", "motion_align", "correspondence_align", "detail_decoder")
 RUNS_FILE = "runs.jsonl"
 LOSS_BANDS = {"structure": lambda t: t >= 700, "detail": lambda t: t <= 300}
 
-sys.path.insert(0, str(Path(__file__).parent))  # the sibling bench script, also when loaded by path
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling experiment, also when loaded by path
 from heldout_loss import loss_ratios  # noqa: E402
 
 

@@ -7,7 +7,7 @@ decide the large-scale motion, low ones the detail. Cheap (no sampling) and free
 it separates "learned and transfers" from "learned the training people only" (compare the ratio on the
 training clips).
 
-Run:   .venv/bin/python bench/heldout_loss.py --config PROJECT/flashctl.toml --motion bow-1-s0 --clips HELD_OUT/
+Run:   .venv/bin/python experiments/heldout_loss.py --config PROJECT/flashctl.toml --motion bow-1-s0 --clips HELD_OUT/
 """
 
 from __future__ import annotations

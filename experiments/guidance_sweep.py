@@ -1,6 +1,6 @@
 """How much classifier-free guidance the shipped motions want: motion size on the person vs background flicker.
 
-    python scripts/guidance_sweep.py [--scales 1,2,3,4,6] [--seeds 0,1] [--actions all] [--set KEY=VALUE ...]
+    python experiments/guidance_sweep.py [--scales 1,2,3,4,6] [--seeds 0,1] [--actions all] [--set KEY=VALUE ...]
 
 examples/actor.png is the held-out synthetic person of seed 7, so for every action the synthetic world
 can also render that person really doing it. For each (action, scale) this animates the image and
@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
-from readme_sheet import labelled_row, stack
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the README picture's row helpers
+from readme_sheet import labelled_row, stack  # noqa: E402
+
 ACTOR = ROOT / "examples" / "actor.png"
 ACTOR_SEED, ACTOR_SPLIT = 7, "heldout"  # how scripts/make_examples.py drew actor.png
 

@@ -1,6 +1,6 @@
 """One picture comparing motions on held-out people: the real clip, the base alone, then each motion.
 
-    python scripts/compare_sheet.py --config PROJECT/flashctl.toml --clips HELD_OUT.mp4 [...] \
+    python experiments/compare_sheet.py --config PROJECT/flashctl.toml --clips HELD_OUT.mp4 [...] \
         --motion bow-1-s0="plain fine-tune" --motion bow-6-s0=FLASH [--out sheet.png] [--every 2] [--zoom 2]
 
 Per clip, rows of every ``--every``-th frame (enlarged ``--zoom`` times, nearest neighbour): the real
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from readme_sheet import labelled_row, stack
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the README picture's row helpers
+from readme_sheet import labelled_row, stack  # noqa: E402
 
 
 def parse_motion(text: str) -> tuple[str, str]:
