@@ -1,4 +1,4 @@
-"""Pretrain the tiny AnimateDiff base on the synthetic actor world, resumably.
+"""Pretrain the tiny AnimateDiff base on the synthetic actor world, resumably (flashctl_animatediff.pretrain).
 
     python scripts/pretrain_base.py --out runs/tiny-base [--stage vae|decoder|unet|all] [--steps N] [--vae-steps N]
         [--decoder-steps N]
@@ -112,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     from flashctl_synth.actions import ACTIONS
     from flashctl_synth.render import render_clip
 
+    from flashctl_animatediff.pretrain import PretrainSettings, pretrain
+    from flashctl_animatediff.pretrain_data import ClipSource
+
     from flashctl.context import BuildContext
     from flashctl.errors import FlashctlError
-    from flashctl.pipeline.pretrain import ClipSource, PretrainSettings, pretrain
     from flashctl.plugins import build_host
 
     if args.threads:

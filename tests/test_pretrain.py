@@ -1,4 +1,4 @@
-"""Pretraining the tiny base (flashctl.pipeline.pretrain, scripts/pretrain_base.py) and the residual target."""
+"""Pretraining the tiny base (flashctl_animatediff.pretrain, scripts/pretrain_base.py) and the residual target."""
 
 import json
 import math
@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from flashctl_animatediff.pretrain import MAX_BYTES, PretrainSettings, pretrain
+from flashctl_animatediff.pretrain_data import ClipSource
 from flashctl_synth.actions import ACTIONS
 from flashctl_synth.render import render_clip
 from safetensors.torch import load_file
 
 from flashctl.context import BuildContext
-from flashctl.errors import ConfigError, FlashctlError, IncompatibleMotionError
+from flashctl.errors import CheckpointError, ConfigError, FlashctlError, IncompatibleMotionError
 from flashctl.pipeline.motion_weights import check_compatible
-from flashctl.pipeline.pretrain import MAX_BYTES, ClipSource, PretrainSettings, pretrain
 from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 
@@ -88,7 +89,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, registry):
     assert all(math.isfinite(x) for x in _state(tmp_path / "a", "vae")["losses"])
     assert (tmp_path / "a" / "samples" / "step-2.png").is_file()
     assert (tmp_path / "a" / "samples" / "vae-step-2.png").is_file()
-    with pytest.raises(ConfigError, match="size=16"):
+    with pytest.raises(CheckpointError, match="made with size = 16, now 32"):
         pretrain(replace(_settings(tmp_path / "b", resume=True), size=32), SOURCE, Builder(registry))
 
 
@@ -128,7 +129,7 @@ def test_residual_target_diffuses_the_difference_from_frame_0(registry, predicti
     g = torch.Generator().manual_seed(1)
     z = torch.randn(2, F, 4, 4, 4, generator=g)  # (B, F, c, h, w) noisy latents, frame 0 the clean reference
     emb, t = torch.randn(2, 77, 32, generator=g), torch.tensor([100, 700])  # (B, seq, dim), (B,)
-    abar = residual._alphas_cumprod[t].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+    abar = residual.objective.alphas_cumprod[t].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
     shifted = torch.cat([z[:, :1], z[:, 1:] - abar.sqrt() * z[:, :1]], dim=1)
     expected = latent.denoise(shifted, t, emb)
     if prediction_type == "v_prediction":  # v of z_f = v of (z_f - z_0) - sqrt(1 - abar) z_0
@@ -166,7 +167,7 @@ def test_decoder_stage_trains_the_decoder_only_and_final_takes_its_latest_weight
     vae_base = pretrain(_settings(tmp_path, stage="vae"), SOURCE, Builder(registry))
     before = load_file(str(vae_base / "vae" / "diffusion_pytorch_model.safetensors"))
     pretrain(_settings(tmp_path, stage="decoder", decoder_steps=3), SOURCE, Builder(registry))
-    tuned = load_file(str(tmp_path / "checkpoints" / "decoder" / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "checkpoints" / "decoder" / "lora.safetensors"))  # the whole VAE's state dict
     assert all(torch.equal(tuned[k], before[k]) for k in before if not k.startswith(("decoder.", "post_quant")))
     assert any(not torch.equal(tuned[k], before[k]) for k in before if k.startswith("decoder."))
     assert (tmp_path / "samples" / "decoder-step-2.png").is_file()
