@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 
-from .directions import Direction
+from .directions import ARROWS, Direction
 
 if TYPE_CHECKING:
     from .registry import Register
@@ -35,6 +35,11 @@ class Traits(BaseModel):
 
     summary: str = Field("", description="a str: one line for `flashctl plugins`")
 
+    def describe(self) -> str:
+        """The traits other than the summary that differ from their defaults, in a few words."""
+        shown = self.model_dump(exclude={"summary"}, exclude_defaults=True)
+        words = {k: " ".join(map(repr, v)) if isinstance(v, tuple) else repr(v) for k, v in shown.items()}
+        return ", ".join(k if shown[k] is True else f"{k} {w}" for k, w in words.items())
 
 
 @hookspec
@@ -86,6 +91,10 @@ class MetricTraits(Traits):
         hib = self.higher_is_better
         return hib.get(key) if isinstance(hib, dict) else hib
 
+    def describe(self) -> str:
+        hib = self.higher_is_better
+        arrows = " ".join(f"{k}{ARROWS[d]}" for k, d in hib.items()) if isinstance(hib, dict) else ARROWS[hib]
+        return ", ".join(filter(None, [arrows, Traits.describe(self.model_copy(update={"higher_is_better": None}))]))
 
 
 @hookspec

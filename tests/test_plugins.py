@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from cli_kit import run
 from flashctl.config import load_config
 from flashctl.directions import NEAR_ONE
 from flashctl.errors import ConfigError, DuplicateComponentError
@@ -110,7 +113,19 @@ def test_traits_are_typed_per_kind():
     registry = build_host().registry
     motion_track = registry.get("metric", "motion-track").traits
     assert motion_track.direction("gain") == NEAR_ONE and motion_track.direction("correlation") is True
+    assert motion_track.describe() == "correlation↑ gain→1, requires_target"
     assert registry.get("video_format", "mp4").traits.extensions == (".mp4",)
+    assert registry.get("augmentation", "hflip").traits.describe() == ""
     with pytest.raises(ValidationError):
         registry.get("augmentation", "blur").traits.preserves_motion = False  # frozen
 
+
+@pytest.mark.parametrize("kind", ["metrics", "metric", "video-formats"])
+def test_plugins_kind_takes_singular_plural_and_dashes(capsys, kind):
+    r = run(capsys, "plugins", "--kind", kind, "--json")
+    components = json.loads(r.out)["components"]
+    assert r.code == 0 and components and len({c["kind"] for c in components}) == 1
+    if kind.startswith("metric"):
+        assert next(c for c in components if c["name"] == "fvd")["aggregate"] is True
+    bad = run(capsys, "plugins", "--kind", "metricz")
+    assert bad.code == 2 and "one of: backbone" in bad.err
