@@ -76,8 +76,8 @@ def candidates(action: str, seed: int, args: argparse.Namespace) -> dict[str, "t
     return videos
 
 
-def build_metrics(names: list[str] | None) -> list[tuple[str, object, dict]]:
-    """(name, score function, direction per key) for each metric that scores single videos."""
+def build_metrics(names: list[str] | None) -> list[tuple[str, object, object]]:
+    """(name, score function, traits) for each metric that scores single videos."""
     from flashctl.config import load_config
     from flashctl.plugins import host_for
 
@@ -89,11 +89,11 @@ def build_metrics(names: list[str] | None) -> list[tuple[str, object, dict]]:
     metrics = []
     for name in names:
         spec = registry.get("metric", name)
-        if spec.attrs.get("aggregate"):
+        if spec.traits.aggregate:
             print(f"skipping {name}: it scores a whole set, not one video", file=sys.stderr)
             continue
         score = registry.create("metric", name, config.component_options("metric", name))
-        metrics.append((name, score, spec.attrs.get("higher_is_better")))
+        metrics.append((name, score, spec.traits))
     return metrics
 
 
@@ -110,10 +110,10 @@ def collect(metrics, args: argparse.Namespace) -> tuple[list[str], dict[str, dic
             videos = candidates(action, seed, args)
             real = videos["real"]
             for column, video in videos.items():
-                for name, score, direction in metrics:
+                for name, score, traits in metrics:
                     for key, value in score(video, reference=real[0], target=real).items():
                         scores.setdefault(f"{name}/{key}", {c: [] for c in columns})[column].append(float(value))
-                        directions[f"{name}/{key}"] = direction.get(key) if isinstance(direction, dict) else direction
+                        directions[f"{name}/{key}"] = traits.direction(key)
         print(f"{action}: {args.clips} clips in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return columns, scores, directions
 
