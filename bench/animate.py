@@ -63,7 +63,7 @@ def stock_pipeline(backbone: Any) -> Any:
 
     pipe = AnimateDiffPipeline(vae=backbone.vae, text_encoder=backbone.text_encoder, tokenizer=backbone.tokenizer,
                                unet=backbone.unet, motion_adapter=None,
-                               scheduler=DDIMScheduler.from_config(backbone.scheduler_config))
+                               scheduler=DDIMScheduler.from_config(backbone.objective.scheduler_config))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -132,7 +132,6 @@ def train_steps(backbone: Any, size: dict[str, Any], device: str) -> dict[str, A
 def animate(backbone: Any, size: dict[str, Any], device: str) -> dict[str, Any]:
     """25-step DDIM animations of a random reference, inference runtime switches applied."""
     from flashctl.config import RuntimeSection
-    from flashctl.model.diffusion import make_scheduler
     from flashctl.model.flash import sample
     from flashctl.model.motion_alignment import uninstall_mam
     from flashctl.model.runtime import apply_runtime
@@ -150,7 +149,7 @@ def animate(backbone: Any, size: dict[str, Any], device: str) -> dict[str, Any]:
     reset_peak(device)
     times = []
     for i in range(size["animations"]):
-        scheduler = make_scheduler("ddim", backbone.scheduler_config)
+        scheduler = backbone.objective.sampler("ddim")
         sync(device)
         t0 = time.perf_counter()
         video = sample(backbone, decoder, reference, prompt, size["frames"], size["steps"], scheduler,

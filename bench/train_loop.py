@@ -122,7 +122,6 @@ def check_same_work(args: argparse.Namespace) -> dict:
 
     from flashctl.config import FlashConfig
     from flashctl.context import context_for
-    from flashctl.model.diffusion import training_scheduler
     from flashctl.model.flash import denoising_loss
     from flashctl.model.lora import add_motion_lora
     from flashctl.pipeline.motion_weights import build_model
@@ -146,7 +145,7 @@ def check_same_work(args: argparse.Namespace) -> dict:
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))  # (B, F, c, h, w)
         timesteps = torch.tensor([10, 700])
         with torch.no_grad():
-            ours = denoising_loss(backbone, training_scheduler(backbone.scheduler_config), latents, noise, timesteps,
+            ours = denoising_loss(backbone, backbone.objective, latents, noise, timesteps,
                                   prompt).mean()
             theirs = hand_loss(unet, scheduler, latents, noise, timesteps, context)
         result[variant] = {"lora_params": hand_lora, "loss": round(theirs.item(), 6),

@@ -30,7 +30,6 @@ def loss_ratios(animator: Any, config: Any, clips: list[Path], timesteps: tuple[
     """
     import torch
 
-    from flashctl.model.diffusion import training_scheduler
     from flashctl.model.flash import denoising_loss
     from flashctl.model.lora import set_motion_strength
     from flashctl.pipeline.prepare import normalise_clips
@@ -40,7 +39,7 @@ def loss_ratios(animator: Any, config: Any, clips: list[Path], timesteps: tuple[
     backbone = animator.model.backbone
     videos = normalise_clips(list(clips), config, [], NullReporter())  # (N, F, S, S, 3) uint8
     latents = backbone.encode_video(torch.stack([frames_to_tensor(v) for v in videos]))  # (N, F, c, h, w)
-    scheduler = training_scheduler(backbone.scheduler_config)
+    objective = backbone.objective
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))  # (N, F, c, h, w)
     found = {}
     with torch.no_grad():
@@ -49,7 +48,7 @@ def loss_ratios(animator: Any, config: Any, clips: list[Path], timesteps: tuple[
             losses = {}
             for name, strength in (("base", 0.0), ("motion", 1.0)):
                 set_motion_strength(backbone, strength)
-                losses[name] = float(denoising_loss(backbone, scheduler, latents, noise, step,
+                losses[name] = float(denoising_loss(backbone, objective, latents, noise, step,
                                                     animator.prompt_emb).mean())
             found[t] = {**losses, "ratio": losses["motion"] / losses["base"]}
     set_motion_strength(backbone, config.animate.strength)

@@ -7,7 +7,6 @@ from PIL import Image
 
 from flashctl.errors import ImageReadError, IncompatibleMotionError, MotionNotTrainedError
 from flashctl.model import flash
-from flashctl.model.diffusion import make_scheduler
 from flashctl.pipeline.animate import animate, load_animator
 from flashctl.pipeline.train import train
 from motion_kit import FRAMES, SIZE, make_action, synthetic_clips, tiny_config
@@ -55,7 +54,7 @@ def test_reference_latent_is_reimposed_every_step(animator, name):
     backbone.denoise = spy
     try:
         latents = flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 3,
-                                       make_scheduler(name, backbone.scheduler_config),
+                                       backbone.objective.sampler(name),
                                        generator=torch.Generator().manual_seed(0))
     finally:
         del backbone.denoise
@@ -72,13 +71,13 @@ def test_classifier_free_guidance_changes_the_sample(animator):
 
     def run(scale):
         return flash.sample_latents(backbone, ref, animator.prompt_emb, FRAMES, 2,
-                                    make_scheduler("ddim", backbone.scheduler_config), scale, negative,
+                                    backbone.objective.sampler("ddim"), scale, negative,
                                     torch.Generator().manual_seed(0))
 
     assert not torch.equal(run(1.0), run(4.0))
     with pytest.raises(ValueError, match="negative_emb"):
         flash.sample_latents(backbone, ref, animator.prompt_emb, FRAMES, 2,
-                             make_scheduler("ddim", backbone.scheduler_config), 4.0, None)
+                             backbone.objective.sampler("ddim"), 4.0, None)
 
 
 def test_untrained_motion_says_how_to_train(tmp_path, host):
@@ -171,11 +170,11 @@ def test_reference_start_is_the_reference_noised_to_the_first_step(animator):
     try:
         for current in ("noise", "reference"):
             flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 3,
-                                 make_scheduler("ddim", backbone.scheduler_config),
+                                 backbone.objective.sampler("ddim"),
                                  generator=torch.Generator().manual_seed(0), start=current)
     finally:
         del backbone.denoise
-    scheduler = make_scheduler("ddim", backbone.scheduler_config)
+    scheduler = backbone.objective.sampler("ddim")
     scheduler.set_timesteps(3)
     abar = scheduler.alphas_cumprod[scheduler.timesteps[0]]
     noise = first_inputs["noise"][:, 1:]  # DDIM starts from unit-variance noise
@@ -184,7 +183,7 @@ def test_reference_start_is_the_reference_noised_to_the_first_step(animator):
     assert torch.equal(first_inputs["reference"][:, 0], ref_latent)
     with pytest.raises(ValueError, match="start"):
         flash.sample_latents(backbone, ref_latent, animator.prompt_emb, FRAMES, 2,
-                             make_scheduler("ddim", backbone.scheduler_config), start="middle")
+                             backbone.objective.sampler("ddim"), start="middle")
 
 
 # -- outputs: -o FILE, distinct names, no silent overwrite, the umask, --fit --------------------------------

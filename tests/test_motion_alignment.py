@@ -184,15 +184,15 @@ def test_correspondence_alignment_is_original_probabilities_times_augmented_valu
 
 def test_paired_loss_noises_both_halves_alike_in_one_call(mam, monkeypatch):
     backbone, (x, x_aug) = mam.backbone, mam.batch.chunk(2)
-    scheduler = flash.training_scheduler(backbone.scheduler_config)
-    noise, t = flash.draw_noise(x, 1000, torch.Generator().manual_seed(5))  # drawn for x only: (B, ...), (B,)
+    objective = backbone.objective
+    noise, t = objective.draw(x, torch.Generator().manual_seed(5))  # drawn for x only: (B, ...), (B,)
     calls = []
     real = backbone.denoise
     monkeypatch.setattr(backbone, "denoise", lambda *a: calls.append(a[0].shape[0]) or real(*a))
     with torch.no_grad():
-        loss, loss_aug = flash.paired_denoising_loss(backbone, scheduler, x, x_aug, noise, t, mam.emb[:1])
+        loss, loss_aug = flash.paired_denoising_loss(backbone, objective, x, x_aug, noise, t, mam.emb[:1])
         assert calls == [2 * B]  # one denoiser call on [x; x~]
-        torch.testing.assert_close(loss_aug, flash.denoising_loss(backbone, scheduler, x_aug, noise, t, mam.emb[:1]),
+        torch.testing.assert_close(loss_aug, flash.denoising_loss(backbone, objective, x_aug, noise, t, mam.emb[:1]),
                                    atol=1e-5, rtol=1e-4)
         weighted = flash.training_loss(backbone, x, mam.emb[:1], torch.Generator().manual_seed(5), augmented=x_aug,
                                        augmented_weight=0.25)
@@ -205,12 +205,12 @@ def test_augmented_loss_reaches_lora_and_donor_grad_switch_cuts_the_donor(shared
     params = add_motion_lora(backbone, rank=4, alpha=4)
     install_mam(backbone, MamOptions(donor_grad=donor_grad))
     x, x_aug = shared.batch.chunk(2)
-    scheduler = flash.training_scheduler(backbone.scheduler_config)
-    noise, t = flash.draw_noise(x, 1000, torch.Generator().manual_seed(3))
-    loss, loss_aug = flash.paired_denoising_loss(backbone, scheduler, x, x_aug, noise, t, shared.emb[:1])
+    objective = backbone.objective
+    noise, t = objective.draw(x, torch.Generator().manual_seed(3))
+    loss, loss_aug = flash.paired_denoising_loss(backbone, objective, x, x_aug, noise, t, shared.emb[:1])
     assert loss.shape == loss_aug.shape == (B,)
     with torch.no_grad():  # the original half is the plain loss of x alone
-        torch.testing.assert_close(loss, flash.denoising_loss(backbone, scheduler, x, noise, t, shared.emb[:1]),
+        torch.testing.assert_close(loss, flash.denoising_loss(backbone, objective, x, noise, t, shared.emb[:1]),
                                    atol=1e-5, rtol=1e-4)
     loss_aug.mean().backward()
     grads = {n: p.grad for n, p in backbone.unet.named_parameters() if p.requires_grad and ".lora_B." in n}

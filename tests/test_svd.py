@@ -8,14 +8,13 @@ import sys
 
 import pytest
 import torch
-from diffusers import DDPMScheduler, EulerDiscreteScheduler
+from diffusers import EulerDiscreteScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from flashctl.context import BuildContext
 from flashctl.errors import ConfigError, WeightsNotFoundError
 from flashctl.model import flash
 from flashctl.model.cross_frame import CrossFrameAttnProcessor
-from flashctl.model.diffusion import add_noise, make_scheduler, training_target
 from flashctl.model.interfaces import Backbone
 from flashctl.model.lora import add_motion_lora
 from flashctl_svd.schedule import noise_condition
@@ -115,8 +114,8 @@ def test_denoise_feeds_the_unet_svd_conditioning_from_frame_zero(backbone):
 
 
 def test_schedule_is_svd_edm_in_vp_form(backbone):
-    o, config = backbone.options, backbone.scheduler_config
-    ddpm = DDPMScheduler.from_config(config)
+    o, objective = backbone.options, backbone.objective
+    ddpm = objective.scheduler
     t = torch.tensor([0, 250, 999])
     sigma = ((1 - ddpm.alphas_cumprod[t]) / ddpm.alphas_cumprod[t]).sqrt()  # the noise level add_noise applies
     torch.testing.assert_close(torch.exp(4 * noise_condition(t, o.sigma_min, o.sigma_max)), sigma, rtol=2e-2, atol=0)
@@ -124,12 +123,12 @@ def test_schedule_is_svd_edm_in_vp_form(backbone):
     # EDM v-scaling recovers x0 from the VP-form noisy latent and v-target flashctl trains on
     gen = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 2, 4, 4, 4, generator=gen), torch.randn(3, 2, 4, 4, 4, generator=gen)
-    x_sigma = add_noise(ddpm, x0, noise, t) * (sigma**2 + 1).sqrt().view(3, 1, 1, 1, 1)
-    v = training_target(ddpm, x0, noise, t)
+    x_sigma = objective.add_noise(x0, noise, t) * (sigma**2 + 1).sqrt().view(3, 1, 1, 1, 1)
+    v = objective.target(x0, noise, t)
     s = sigma.view(3, 1, 1, 1, 1)
     torch.testing.assert_close(x_sigma / (s**2 + 1) - s / (s**2 + 1).sqrt() * v, x0, rtol=0, atol=1e-3)
     # the Euler sampler steps through Karras sigmas from sigma_max and passes indices denoise maps back
-    euler = make_scheduler("euler", config)
+    euler = objective.sampler("euler")
     assert isinstance(euler, EulerDiscreteScheduler)
     euler.set_timesteps(5)
     torch.testing.assert_close(euler.sigmas[0], torch.tensor(o.sigma_max), rtol=1e-3, atol=0)
@@ -162,12 +161,12 @@ def test_sampling_gives_a_video_that_starts_at_the_reference(host, backbone):
     reference = _video(6, frames=1)[:, 0]  # (1, 3, H, W)
     ref_latent = backbone.encode_video(reference[:, None])[:, 0]  # (1, c, h, w)
     weight = backbone.encode_prompt(["kick"])
-    scheduler = make_scheduler("euler", backbone.scheduler_config)
+    scheduler = backbone.objective.sampler("euler")
     latents = flash.sample_latents(backbone, ref_latent, weight, F, 3, scheduler,
                                    generator=torch.Generator().manual_seed(0))
     assert latents.shape == (1, F, *ref_latent.shape[1:]) and torch.isfinite(latents).all()
     assert torch.equal(latents[:, 0], ref_latent)
-    video = flash.sample(backbone, decoder, reference, weight, F, 3, make_scheduler("euler", backbone.scheduler_config),
+    video = flash.sample(backbone, decoder, reference, weight, F, 3, backbone.objective.sampler("euler"),
                          generator=torch.Generator().manual_seed(0))
     assert video.shape == (1, F, 3, S, S)
     torch.testing.assert_close(video, backbone.decode_latents(latents))

@@ -39,13 +39,13 @@ def test_only_lora_gets_gradients_and_frame_zero_is_ignored():
     assert {id(p) for p in params} == {id(p) for p in backbone.unet.parameters() if p.requires_grad}
     assert any(p.grad.abs().sum() > 0 for p in params)
     # the loss ignores frame 0: the target/prediction there may be anything
-    scheduler = flash.training_scheduler(backbone.scheduler_config)
-    noise, t = flash.draw_noise(latents, 1000, torch.Generator().manual_seed(1))
+    objective = backbone.objective
+    noise, t = objective.draw(latents, torch.Generator().manual_seed(1))
     with torch.no_grad():
-        base = flash.denoising_loss(backbone, scheduler, latents, noise, t, emb)
+        base = flash.denoising_loss(backbone, objective, latents, noise, t, emb)
         noise0 = noise.clone()
         noise0[:, 0] += 5.0  # frame 0 is never noised, and its error is not counted
-        assert torch.equal(flash.denoising_loss(backbone, scheduler, latents, noise0, t, emb), base)
+        assert torch.equal(flash.denoising_loss(backbone, objective, latents, noise0, t, emb), base)
 
 
 def test_training_loss_decreases_on_one_clip():

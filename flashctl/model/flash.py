@@ -15,31 +15,24 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .diffusion import add_noise, training_scheduler, training_target
 from .interfaces import Backbone, Decoder
 from .motion_alignment import aligned
+from .objectives import Objective
 
 
-def draw_noise(latents: torch.Tensor, num_train_timesteps: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian noise like ``latents`` ``(B, F, c, h, w)`` and one timestep per video ``(B,)``, drawn on CPU."""
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-    timesteps = torch.randint(0, num_train_timesteps, (latents.shape[0],), generator=generator).to(latents.device)
-    return noise, timesteps
-
-
-def denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, noise: torch.Tensor,
+def denoising_loss(backbone: Backbone, objective: Objective, latents: torch.Tensor, noise: torch.Tensor,
                    timesteps: torch.Tensor, prompt_emb: torch.Tensor) -> torch.Tensor:
-    """Per-video MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean."""
-    noisy = add_noise(scheduler, latents, noise, timesteps)  # (B, F, c, h, w)
+    """Per-video weighted MSE ``(B,)`` on frames 1..F-1; frame 0 enters the denoiser clean."""
+    noisy = objective.add_noise(latents, noise, timesteps)  # (B, F, c, h, w)
     noisy = torch.cat([latents[:, :1], noisy[:, 1:]], dim=1)  # frame 0 stays the clean reference
     context = prompt_emb.expand(latents.shape[0], -1, -1)  # (B, seq, dim)
     pred = backbone.denoise(noisy, timesteps, context)  # (B, F, c, h, w)
-    target = training_target(scheduler, latents, noise, timesteps)
-    return F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none").flatten(1).mean(1)
+    target = objective.target(latents, noise, timesteps)
+    mse = F.mse_loss(pred[:, 1:].float(), target[:, 1:].float(), reduction="none").flatten(1).mean(1)  # (B,)
+    return mse * objective.loss_weight(timesteps).to(mse)
 
 
-def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Tensor, augmented: torch.Tensor,
+def paired_denoising_loss(backbone: Backbone, objective: Objective, latents: torch.Tensor, augmented: torch.Tensor,
                           noise: torch.Tensor, timesteps: torch.Tensor,
                           prompt_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-video losses ``(B,)`` of x and of x~ from ONE denoiser call on ``[x; x~]``, MAM processors active.
@@ -50,7 +43,7 @@ def paired_denoising_loss(backbone: Backbone, scheduler: Any, latents: torch.Ten
     both = torch.cat([latents, augmented])  # (2B, F, c, h, w): originals first
     context = prompt_emb.expand(b, -1, -1).repeat(2, 1, 1)  # (2B, seq, dim)
     with aligned(backbone.unet):
-        losses = denoising_loss(backbone, scheduler, both, noise.repeat(2, 1, 1, 1, 1), timesteps.repeat(2),
+        losses = denoising_loss(backbone, objective, both, noise.repeat(2, 1, 1, 1, 1), timesteps.repeat(2),
                                 context)  # (2B,)
     return losses[:b], losses[b:]
 
@@ -62,11 +55,11 @@ def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: t
 
     With ``augmented`` x~ (same shape): ``mean L(x) + augmented_weight * mean L(x~)`` from the paired batch.
     """
-    scheduler = training_scheduler(backbone.scheduler_config)
-    noise, timesteps = draw_noise(batch_latents, scheduler.config.num_train_timesteps, generator)
+    objective = backbone.objective
+    noise, timesteps = objective.draw(batch_latents, generator)
     if augmented is None:
-        return denoising_loss(backbone, scheduler, batch_latents, noise, timesteps, prompt_emb).mean()
-    loss, loss_aug = paired_denoising_loss(backbone, scheduler, batch_latents, augmented, noise, timesteps,
+        return denoising_loss(backbone, objective, batch_latents, noise, timesteps, prompt_emb).mean()
+    loss, loss_aug = paired_denoising_loss(backbone, objective, batch_latents, augmented, noise, timesteps,
                                            prompt_emb)
     return loss.mean() + augmented_weight * loss_aug.mean()
 
@@ -93,7 +86,7 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
     shape = (b, frames, *reference_latent.shape[1:])
     noise = torch.randn(shape, generator=generator).to(backbone.device, backbone.dtype)  # (B, F, c, h, w)
     if start == "reference":  # q(z_T | z_0 = reference) for every frame
-        latents = scheduler.add_noise(ref.expand(shape).contiguous(), noise, scheduler.timesteps[:1])
+        latents = backbone.objective.start(scheduler, ref.expand(shape).contiguous(), noise)
     elif start == "noise":
         latents = noise * scheduler.init_noise_sigma
     else:

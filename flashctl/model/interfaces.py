@@ -13,13 +13,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .objectives import Objective
+
 
 @runtime_checkable
 class Backbone(Protocol):
     name: str
     unet: torch.nn.Module
     vae: torch.nn.Module
-    scheduler_config: dict[str, Any]
+    objective: Objective  # how it is trained and sampled (flashctl.model.objectives)
     # regexes (re.fullmatch over module names) that motion LoRA wraps
     lora_targets: list[str]
     # attention-processor names, for processors that extend cross-frame / temporal attention (MAM)

@@ -46,13 +46,12 @@ class Animator:
         """
         import torch
 
-        from ..model.diffusion import make_scheduler
         from ..model.flash import sample
         from ..video import fit_square, frames_to_tensor, tensor_to_frames
 
         backbone, s = self.model.backbone, self.settings
         reference = frames_to_tensor(fit_square(image, self.size, fit)[None])  # (1, 3, S, S)
-        scheduler = make_scheduler(s.scheduler, backbone.scheduler_config)
+        scheduler = backbone.objective.sampler(s.scheduler)
         video = sample(backbone, self.model.decoder, reference, self.prompt_emb, self.frames, s.steps, scheduler,
                        s.guidance_scale, self.negative_emb, torch.Generator().manual_seed(seed),
                        anchor=s.anchor, start=s.start)  # (1, F, 3, S, S)

@@ -70,7 +70,7 @@ def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames
         "fps": fps,
         "lora": {"file": LORA_FILE, "rank": lora_rank, "alpha": lora_alpha,
                  "targets": list(lora_targets)},
-        "scheduler": model.backbone.scheduler_config,
+        "scheduler": model.backbone.objective.scheduler_config,
     }
 
 

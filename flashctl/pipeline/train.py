@@ -95,7 +95,7 @@ def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: An
     for i, name in enumerate(settings.augmentations):
         where = f"train.augmentations[{i}]"
         spec = host.registry.get("augmentation", name, where=where)
-        if not spec.attrs.get("preserves_motion", False):
+        if not spec.traits.preserves_motion:
             raise ConfigError(f"{where}: augmentation '{name}' (plugin {spec.plugin}) does not preserve motion",
                               hint="only augmentations registered with preserves_motion=True may feed the augmented "
                                    "branch; remove it from train.augmentations")
@@ -110,12 +110,11 @@ def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: A
     Same steps, scheduler, guidance and anchoring as ``flashctl animate``, so the preview looks like what
     the motion will produce.
     """
-    from ..model.diffusion import make_scheduler
     from ..model.flash import sample
     from ..video import tensor_to_frames
 
     settings = config.animate
-    scheduler = make_scheduler(settings.scheduler, model.backbone.scheduler_config)
+    scheduler = model.backbone.objective.sampler(settings.scheduler)
     guided = settings.guidance_scale > 1
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]).to(prompt_emb) if guided else None
     video = sample(model.backbone, model.decoder, clip[None, 0], prompt_emb, clip.shape[0],

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from diffusers import (
-    DDPMScheduler,
     MotionAdapter,
     UNet2DConditionModel,
     UNetMotionModel,
@@ -24,6 +23,7 @@ from flashctl.errors import ConfigError
 from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
 from flashctl.model.modules import freeze
+from flashctl.model.objectives import DiffusionObjective
 
 from . import AnimateDiffOptions
 from .components import (
@@ -55,12 +55,11 @@ class AnimateDiffBackbone:
         self.vae, self.text_encoder, self.tokenizer = components.vae, components.text_encoder, components.tokenizer
         freeze((self.unet, self.vae, self.text_encoder), device, dtype)
         self.spatial_attention, self.temporal_attention = split_attention(self.unet, TEMPORAL_ATTN)
-        self.scheduler_config = {
+        self.objective = DiffusionObjective({  # SD1.5's DDPM schedule
             "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
             "prediction_type": options.prediction_type, "clip_sample": False, "steps_offset": 1,
             "set_alpha_to_one": False, "timestep_spacing": "linspace",
-        }
-        self._alphas_cumprod = DDPMScheduler.from_config(self.scheduler_config).alphas_cumprod  # (T,)
+        })
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +93,7 @@ class AnimateDiffBackbone:
         frames = latents.shape[1]
         residual = self.options.target == "residual"
         if residual:  # diffuse r_f = z_f - z_0: noisy r = sqrt(abar) r + sqrt(1-abar) eps = noisy z_f - sqrt(abar) z_0
-            signal, sigma = self._signal_and_noise(timestep, latents)  # (B, 1, 1, 1, 1) each
+            signal, sigma = self.objective.signal_and_noise(timestep, latents)  # (B, 1, 1, 1, 1) each
             reference = latents[:, :1]  # (B, 1, c, h, w), clean
             latents = torch.cat([reference, latents[:, 1:] - signal * reference], dim=1)
         set_num_frames(self.unet, frames)
@@ -105,13 +104,6 @@ class AnimateDiffBackbone:
         if residual and self.options.prediction_type == "v_prediction":  # v of z_f = v of r_f - sigma * z_0
             out = torch.cat([out[:, :1], out[:, 1:] - sigma * reference], dim=1)
         return out  # epsilon is the same for r_f and z_f
-
-    def _signal_and_noise(self, timestep: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sqrt(abar_t) and sqrt(1 - abar_t) per video, for integer or fractional (Euler) timesteps."""
-        t = torch.as_tensor(timestep).flatten().expand(like.shape[0])  # (B,)
-        index = t.round().long().clamp(0, len(self._alphas_cumprod) - 1).cpu()
-        abar = self._alphas_cumprod[index].to(like.device, like.dtype).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
-        return abar.sqrt(), (1 - abar).sqrt()
 
     def geometry(self) -> dict[str, Any]:
         configs = {"unet": self._unet2d_config, "motion_adapter": self._adapter_config,

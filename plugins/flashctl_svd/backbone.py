@@ -29,6 +29,7 @@ from einops import rearrange
 from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
 from flashctl.model.modules import freeze
+from flashctl.model.objectives import DiffusionObjective
 
 from . import SVDOptions
 from .components import Components, svd_components, tiny_components
@@ -55,7 +56,7 @@ class SVDBackbone:
         self._clip_std = torch.tensor(extractor.image_std).view(1, 3, 1, 1)  # (1, 3, 1, 1)
         self.feature_extractor = extractor
         self.spatial_attention, self.temporal_attention = split_attention(self.unet, TEMPORAL_ATTN)
-        self.scheduler_config = scheduler_config(options.sigma_min, options.sigma_max)
+        self.objective = DiffusionObjective(scheduler_config(options.sigma_min, options.sigma_max))  # EDM, VP form
         self._embedding_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property

@@ -3,7 +3,7 @@
 SVD is an EDM model with v-scaling: for ``x_sigma = x0 + sigma * eps`` its U-Net sees
 ``c_in * x_sigma`` with ``c_in = 1 / sqrt(sigma^2 + 1)``, is conditioned on ``c_noise = log(sigma) / 4``
 and predicts ``v``, with ``x0 = x_sigma / (sigma^2 + 1) - sigma / sqrt(sigma^2 + 1) * v``. Put
-``alpha_bar = 1 / (1 + sigma^2)`` and this is the VP world of :mod:`flashctl.model.diffusion`:
+``alpha_bar = 1 / (1 + sigma^2)`` and this is the VP world of :mod:`flashctl.model.objectives`:
 ``c_in * x_sigma`` is ``DDPMScheduler.add_noise``'s ``x_t``, ``v`` is ``get_velocity``'s target, and
 EDM's v-weighting ``(sigma^2 + 1) / sigma^2`` on the x0 error is the plain MSE on ``v``.
 
