@@ -47,8 +47,8 @@ def register_backbones(register: "Register") -> None:
     """Register video diffusion backbones: ``register(name, factory, options=Model, summary=...)``.
 
     ``factory(options, ctx) -> Backbone`` (see :mod:`flashctl.model.interfaces`). A backbone
-    owns its denoiser, VAE, conditioning encoders and scheduler config, names the parameters
-    motion training may update, and describes its latent geometry so motions can be checked.
+    owns its denoiser, VAE and conditioning encoders, says how it is trained and sampled, names
+    the modules motion LoRA wraps, and describes its latent geometry so motions can be checked.
     Traits: :class:`Traits`.
     """
 
@@ -58,8 +58,8 @@ def register_decoders(register: "Register") -> None:
     """Register latent-to-frame decoders: ``register(name, factory, options=Model, summary=...)``.
 
     ``factory(options, ctx) -> Decoder``. A decoder turns latents plus the reference image into
-    frames and says whether it has per-motion trainable parameters (the Detail Enhancement Decoder
-    does). Traits: :class:`Traits`.
+    frames and says (``has_weights``) whether it has per-motion parameters (the Detail Enhancement
+    Decoder does). Traits: :class:`Traits`.
     """
 
 
