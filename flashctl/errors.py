@@ -115,6 +115,12 @@ class StorageError(FlashctlError, OSError):
     """
 
 
+def short_value(value: object) -> str:
+    """``repr(value)`` cut to 60 characters, for a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def storage_error(exc: OSError) -> FlashctlError | None:
     """A one-line :class:`StorageError` for an ``OSError`` a user can fix (disk full, read-only, a file in the way)."""
     import errno

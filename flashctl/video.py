@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import FFmpegNotFoundError, ImageReadError, VideoReadError, VideoWriteError
-from .library import atomic_path
+from .files import atomic_path
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,8 @@ import pytest
 from flashctl import versions as versions_module
 from flashctl.errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError,
                              MotionNotFoundError, StaleCacheError)
-from flashctl.library import Drift, MotionLibrary, atomic_write, sha256_file, validate_action_name
+from flashctl.files import atomic_write, sha256_file
+from flashctl.library import Drift, MotionLibrary, validate_action_name
 from flashctl.manifest import ClipEntry, MotionManifest
 
 HOLD_LOCK = """

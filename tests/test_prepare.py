@@ -7,7 +7,8 @@ import pytest
 
 from flashctl.config import FlashConfig
 from flashctl.errors import FlashctlError, InvalidActionNameError, LibraryBusyError, StaleCacheError, VideoReadError
-from flashctl.library import MotionLibrary, sha256_file
+from flashctl.files import sha256_file
+from flashctl.library import MotionLibrary
 from flashctl.pipeline.prepare import cache_meta, prepare
 from flashctl.progress import ListReporter
 from media import make_clip, square_centre, truncate

@@ -18,9 +18,10 @@ from cli_kit import run
 from media import make_clip, truncate
 from motion_kit import make_action, tiny_config
 from flashctl.errors import FlashctlError, ImageReadError, StaleCacheError, VideoReadError, WeightsFileError
-from flashctl.library import MotionLibrary, sha256_file
+from flashctl.files import sha256_file
+from flashctl.library import MotionLibrary
 from flashctl.pipeline.animate import load_animator
-from flashctl.pipeline.motion_weights import load_lora, save_lora
+from flashctl.model.motion_files import load_lora, save_lora
 from flashctl.pipeline.prepare import prepare
 from flashctl.pipeline.train import train
 from flashctl.video import read_frames, read_image

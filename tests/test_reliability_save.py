@@ -13,7 +13,8 @@ import signal
 import pytest
 
 from flashctl import versions
-from flashctl.library import MotionLibrary, sha256_file
+from flashctl.files import sha256_file
+from flashctl.library import MotionLibrary
 from flashctl.manifest import MotionManifest
 
 ITEMS = {"weights/config.json", "weights/lora.safetensors", "preview.gif"}

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
-from ..library import atomic_path, atomic_write, short_value
+from ..errors import CheckpointError, short_value
+from ..files import atomic_path, atomic_write
 
 FORMAT = 1
 STATE, LORA, OPTIMIZER, RNG = "state.json", "lora.safetensors", "optimizer.safetensors", "rng.safetensors"

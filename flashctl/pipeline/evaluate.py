@@ -135,7 +135,7 @@ def _json_safe(value: Any) -> Any:
 def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, images: list[Path] | None = None,
              clips: list[Path] | None = None, animator: Any = None, reporter: Reporter = NullReporter(), out_dir: Path | None = None) -> EvalResult:
     """Render every reference with ``action``, score it with ``config.eval.metrics``, write metrics.json."""
-    from ..library import atomic_write
+    from ..files import atomic_write
     from ..video import frames_to_tensor
 
     motion_dir = library.require(action)

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..config import FlashConfig
 from ..errors import FlashctlError, VideoReadError
-from ..library import MotionLibrary, atomic_write, sha256_file, validate_action_name
+from ..files import atomic_write, sha256_file
+from ..library import MotionLibrary, validate_action_name
 from ..manifest import MANIFEST_NAME, ClipEntry, MotionManifest, dumps_manifest
 from ..progress import NullReporter, Reporter
 from ..video import VIDEO_EXTENSIONS, read_frames

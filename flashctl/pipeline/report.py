@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..directions import ARROWS, LEGEND, Direction, best
 from ..errors import MetricsFileError
-from ..library import atomic_path, atomic_write
+from ..files import atomic_path, atomic_write
 from ..progress import NullReporter, Reporter
 from .evaluate import METRICS_FILE, EvalResult
 
