@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from flashctl.errors import ConfigError, WeightsNotFoundError
-from flashctl.library import atomic_path
+from flashctl.files import atomic_path
 from flashctl.pipeline.checkpoint import Checkpoint
 from flashctl.progress import NullReporter, Reporter
 
