@@ -1,4 +1,4 @@
-"""What a component factory gets besides its options: device, dtype, seed, weights lookup, progress.
+"""What a component factory gets besides its options: device, dtype, weights lookup, progress.
 
 Factories are called as ``factory(options, ctx)``; ``ctx`` is a :class:`BuildContext`. Tests build
 one directly; the pipelines build it from the config and the plugin host with :func:`context_for`.
@@ -23,8 +23,6 @@ def _no_weights(ref: str) -> Path | None:
 class BuildContext:
     device: str = "cpu"
     dtype: str = "float32"  # "float32" | "bfloat16" | "float16"
-    seed: int = 0
-    cache_dir: Path = field(default_factory=lambda: Path("~/.cache/flashctl").expanduser())
     offline: bool = True
     resolve_weights: Callable[[str], Path | None] = _no_weights
     reporter: Reporter = field(default_factory=NullReporter)
@@ -43,8 +41,8 @@ def context_for(config: Any, host: Any, reporter: Reporter | None = None) -> Bui
     def resolve(ref: str) -> Path | None:
         return host.pm.hook.resolve_weights(ref=ref, cache_dir=cache_dir, offline=runtime.offline)
 
-    return BuildContext(device=runtime.device, dtype=runtime.dtype, seed=config.train.seed, cache_dir=cache_dir,
-                        offline=runtime.offline, resolve_weights=resolve, reporter=reporter or NullReporter())
+    return BuildContext(device=runtime.device, dtype=runtime.dtype, offline=runtime.offline, resolve_weights=resolve,
+                        reporter=reporter or NullReporter())
 
 
 def require_weights(ctx: BuildContext, ref: str, *, label: str, option_key: str,

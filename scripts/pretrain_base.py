@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, sample_steps=args.sample_steps, seed=args.seed, lr=args.lr,
         target=args.target, prediction_type=args.prediction_type, device=args.device, resume=args.resume)
-    registry, ctx = build_host().registry, BuildContext(device=args.device, seed=args.seed)
+    registry, ctx = build_host().registry, BuildContext(device=args.device)
     command = "python scripts/pretrain_base.py " + shlex.join(argv)
     try:
         path = pretrain(settings, source, lambda options: registry.create("backbone", "animatediff", options, ctx),

@@ -47,9 +47,8 @@ def test_build_context_resolves_through_the_hook(tmp_path):
     from flashctl.config import FlashConfig
     from flashctl.context import context_for
 
-    config = FlashConfig.model_validate({"runtime": {"dtype": "bfloat16", "cache_dir": str(tmp_path / "c")},
-                                         "train": {"seed": 5}})
+    config = FlashConfig.model_validate({"runtime": {"dtype": "bfloat16"}})
     ctx = context_for(config, build_host())
-    assert (ctx.dtype, ctx.seed, ctx.offline, ctx.cache_dir) == ("bfloat16", 5, True, tmp_path / "c")
+    assert (ctx.dtype, ctx.offline) == ("bfloat16", True)
     assert ctx.resolve_weights(str(tmp_path)) == tmp_path.resolve()
     assert ctx.resolve_weights("owner/not-cached") is None

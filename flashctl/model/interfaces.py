@@ -65,17 +65,3 @@ class Decoder(Protocol):
 
     def decode(self, latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B, F, c, h, w) latents, (B, 3, H, W) reference in [-1, 1] -> (B, F, 3, H, W) in [-1, 1]."""
-
-
-@runtime_checkable
-class TrainableDecoder(Decoder, Protocol):
-    """A decoder with per-motion weights (``has_weights = True``): ``train`` fits and saves it, ``animate`` loads it."""
-
-    def fit(self, clips: torch.Tensor, *, seed: int = 0, reporter: Any = None) -> list[float]:
-        """Fit the per-motion layers on ``(N, F, 3, H, W)`` clips in [-1, 1]; returns the loss history."""
-
-    def save(self, path: Path) -> Path:
-        """Write the per-motion layers as safetensors."""
-
-    def load(self, path: Path) -> None:
-        """Load what :meth:`save` wrote."""
