@@ -12,7 +12,7 @@ import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 from .errors import FlashctlError, storage_error
 
@@ -113,3 +113,21 @@ def read_json(path: Path) -> dict[str, Any] | None:
         raise FlashctlError(f"{path}: expected a JSON object, got {type(data).__name__}",
                             hint="restore it from the action's .history folder, or train the action again")
     return data
+
+
+def expand_files(paths: list[Path], extensions: Collection[str], empty: Callable[[Path], Exception]) -> list[Path]:
+    """Files as given; a folder expands to its files with one of ``extensions``, sorted by name.
+
+    A folder with none raises ``empty(folder)``.
+    """
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+        if not found:
+            raise empty(path)
+        files += found
+    return files

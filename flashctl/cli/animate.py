@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ImageReadError
+from ..files import expand_files
 from .console import RichReporter, print_json
 from .options import JsonOpt, SetOpt
 from .state import state
@@ -25,16 +26,8 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 def expand_images(paths: list[Path]) -> list[Path]:
     """Files as given; folders expand to their image files, sorted."""
-    images: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise ImageReadError(f"no images found in folder {p}", hint="put .png/.jpg files there")
-            images += found
-        else:
-            images.append(p)
-    return images
+    return expand_files(paths, IMAGE_EXTENSIONS, lambda folder: ImageReadError(
+        f"no images found in folder {folder}", hint="put .png/.jpg files there"))
 
 
 def animate(

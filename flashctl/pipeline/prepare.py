@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import FlashConfig
 from ..errors import FlashctlError, VideoReadError
-from ..files import atomic_write, sha256_file
+from ..files import atomic_write, expand_files, sha256_file
 from ..library import MotionLibrary, validate_action_name
 from ..manifest import MANIFEST_NAME, ClipEntry, MotionManifest, dumps_manifest
 from ..progress import NullReporter, Reporter
@@ -49,18 +49,9 @@ def cache_meta(config: FlashConfig, manifest: MotionManifest) -> dict[str, Any]:
 
 def expand_clips(paths: list[Path]) -> list[Path]:
     """Files as given; folders expand to their video files (by extension, sorted by name)."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-            if not found:
-                raise VideoReadError(f"{path}: no video files in this folder",
-                                     hint=f"clips need one of these extensions: {' '.join(VIDEO_EXTENSIONS)}")
-            files += found
-        else:
-            files.append(path)
-    return files
+    return expand_files(paths, VIDEO_EXTENSIONS, lambda folder: VideoReadError(
+        f"{folder}: no video files in this folder",
+        hint=f"clips need one of these extensions: {' '.join(VIDEO_EXTENSIONS)}"))
 
 
 def _normalise(path: Path, config: FlashConfig, warnings: list[str], reporter: Reporter) -> np.ndarray:
