@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .validation import render_validation_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,39 +152,6 @@ class FlashConfig(Section):
 
     def component_options(self, kind: str, name: str) -> dict[str, Any]:
         return self.options.get(kind, {}).get(name, {})
-
-
-def _suggest(key: str, model: type[BaseModel] | None) -> str:
-    if model is None:
-        return ""
-    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-    return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(model.model_fields)}"
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the last element of ``loc`` (for key suggestions)."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model
-
-
-def render_validation_error(exc: ValidationError, source: str, model: type[BaseModel],
-                            prefix: str = "") -> tuple[str, str]:
-    """First pydantic error -> ("FILE: prefix.dotted.key: problem (got VALUE)", hint)."""
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    dotted = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(loc))
-    key = f"{source}: {dotted}" if dotted else source
-    if err["type"] == "extra_forbidden":
-        hint = _suggest(str(loc[-1]), _model_at(model, loc))
-        return f"{key}: unknown key", hint or "remove it"
-    value = err.get("input")
-    hint = "fix the value" if len(exc.errors()) == 1 else f"{len(exc.errors())} problems; fix this one first"
-    return f"{key}: {err['msg'].lower()} (got {value!r})", hint
 
 
 def read_toml(path: Path) -> dict[str, Any]:

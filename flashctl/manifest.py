@@ -6,7 +6,6 @@ the user's and flashctl only reads it. Errors name the file and the key (``clips
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .config import TrainSection, read_toml
 from .errors import ConfigError, ManifestError
+from .validation import render_validation_error
 
 MANIFEST_NAME = "motion.toml"
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -71,26 +71,8 @@ class MotionManifest(_Model):
     train: dict[str, Any] = {}
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
 def _invalid(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> ManifestError:
-    """First pydantic error -> "FILE: clips[0].sha256: problem (got VALUE)" with a hint."""
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    key = prefix + _dotted(loc)
-    if err["type"] == "extra_forbidden":
-        owner = ClipEntry if loc[:1] == ("clips",) and not prefix else model
-        close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(owner.model_fields)}"
-        return ManifestError(f"{path}: {key}: unknown key", hint=hint)
-    message = err["msg"].removeprefix("Value error, ")
-    got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
-    return ManifestError(f"{path}: {key}: {message[:1].lower()}{message[1:]}{got}", hint="fix the value in motion.toml")
+    return ManifestError(*render_validation_error(exc, str(path), model, prefix, hint="fix the value in motion.toml"))
 
 
 def load_manifest(path: Path) -> MotionManifest:
@@ -109,7 +91,7 @@ def load_manifest(path: Path) -> MotionManifest:
     try:
         TrainSection.model_validate(manifest.train)
     except ValidationError as exc:
-        raise _invalid(path, exc, TrainSection, prefix="train.") from None
+        raise _invalid(path, exc, TrainSection, prefix="train") from None
     return manifest
 
 

@@ -190,8 +190,8 @@ def test_eval_compare_on_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize("content, expected", [
     (None, "no such file"),
     ('{"action": "wave", "summary": {', "not valid JSON"),
-    ('{"action": "wave", "summary": [1, 2]}', "key 'summary'"),
-    ('{"action": "wave", "summary": {"first-frame/psnr": "high"}}', "key 'summary.first-frame/psnr'"),
+    ('{"action": "wave", "summary": [1, 2]}', "metrics.json: summary: "),
+    ('{"action": "wave", "summary": {"first-frame/psnr": "high"}}', "metrics.json: summary.first-frame/psnr: "),
 ])
 def test_eval_compare_rejects_a_bad_metrics_file(tmp_path, capsys, content, expected):
     good, bad = tmp_path / "good" / "metrics.json", tmp_path / "bad" / "metrics.json"

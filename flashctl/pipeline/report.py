@@ -27,6 +27,7 @@ from ..directions import ARROWS, LEGEND, Direction, best
 from ..errors import MetricsFileError
 from ..files import atomic_path, atomic_write
 from ..progress import NullReporter, Reporter
+from ..validation import render_validation_error
 from .evaluate import METRICS_FILE, EvalResult
 
 REPORT_MD, REPORT_HTML, PLOT_FILE, SAMPLES_DIR = "report.md", "report.html", "per_frame.png", "samples"
@@ -87,10 +88,8 @@ def load_result(path: Path | str) -> EvalResult:
     try:
         record = _Record.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"]) or "the top level"
-        raise MetricsFileError(f"{path}: key '{key}': {error['msg'].lower()}",
-                               hint=f"it is not a metrics.json from `flashctl eval`; {rerun}") from None
+        raise MetricsFileError(*render_validation_error(
+            exc, str(path), _Record, hint=f"it is not a metrics.json from `flashctl eval`; {rerun}")) from None
     summary = {k: v for k, v in record.summary.items() if v is not None}
     return EvalResult(record.action, [s.model_dump() for s in record.samples], summary, path,
                       record.higher_is_better)
