@@ -49,10 +49,10 @@ def animator(host: Any, decoder_name: str, frames: int, size: int, steps: int) -
     from flashctl.config import FlashConfig
     from flashctl.context import BuildContext
     from flashctl.pipeline.animate import Animator
-    from flashctl.pipeline.motion_weights import build_model
+    from flashctl.model.motion_model import MotionModel
 
     config = FlashConfig.model_validate({"model": {"decoder": decoder_name}, "animate": {"steps": steps}})
-    model = build_model(config, host, BuildContext())
+    model = MotionModel.build(config, host, BuildContext())
     prompt_emb = model.backbone.encode_prompt([PROMPT])  # (1, seq, dim)
     return Animator(model, "bench", {"frames": frames, "size": size, "fps": 8.0}, config.animate, prompt_emb, None)
 

@@ -124,13 +124,13 @@ def check_same_work(args: argparse.Namespace) -> dict:
     from flashctl.context import context_for
     from flashctl.model.flash import denoising_loss
     from flashctl.model.lora import add_motion_lora
-    from flashctl.pipeline.motion_weights import build_model
+    from flashctl.model.motion_model import MotionModel
     from flashctl.plugins import build_host
     from flashctl.video import frames_to_tensor
 
     small = argparse.Namespace(**{**vars(args), "clips": 2, "frames": min(args.frames, 4), "size": 32})
     config, host = FlashConfig(), build_host()
-    backbone = build_model(config, host, context_for(config, host), training=True).backbone
+    backbone = MotionModel.build(config, host, context_for(config, host), training=True).backbone
     frames = _clips(small.clips, small.frames, small.size)
     latents = torch.cat([backbone.encode_video(frames_to_tensor(c)[None]) for c in frames])  # (B, F, c, h, w)
     prompt = backbone.encode_prompt([PROMPT])  # (1, seq, dim)

@@ -98,7 +98,7 @@ class AnimateSection(Section):
 
 class EvalSection(Section):
     metrics: list[str] = Field(["motion-track", "transition", "smoothness", "motion-fidelity"],
-                               description="metric plugins to score with (the defaults pass bench/metric_sanity.py: "
+                               description="metric plugins to score with (the defaults pass experiments/metric_sanity.py: "
                                            "a frozen or noisy video cannot beat a real motion)")
     out: str = Field("eval", description="report folder name inside the motion")
 

@@ -33,7 +33,6 @@ from . import versions
 from .errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError, MotionNotFoundError,
                      StaleCacheError, short_value)
 from .files import atomic_write, follow_umask, read_json, sha256_file, storage_errors
-from .files import atomic_path  # noqa: F401  TEMPORARY: until plugins/flashctl_synth/render.py imports it from .files
 from .manifest import MANIFEST_NAME, MotionManifest, dumps_manifest, is_safe_relative, load_manifest
 
 ACTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")

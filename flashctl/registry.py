@@ -42,7 +42,7 @@ class ComponentSpec:
 
     def validate_options(self, raw: dict[str, Any] | None, source: str = "config", key: str = "") -> Options:
         """Phase-two validation with the component's own options model; errors name ``source`` and ``key``."""
-        from .config import render_validation_error
+        from .validation import render_validation_error
 
         try:
             return self.options.model_validate(raw or {})

@@ -13,7 +13,7 @@ from flashctl.context import BuildContext
 from flashctl.errors import WeightsNotFoundError
 from flashctl.model.cross_frame import CrossFrameAttnProcessor
 from flashctl.model.lora import add_motion_lora, load_motion_lora, lora_state_dict
-from flashctl.pipeline.motion_weights import CONFIG_FILE, LORA_FILE, export_lora_for_diffusers, load_lora, save_lora
+from flashctl.model.motion_files import CONFIG_FILE, LORA_FILE, export_lora_for_diffusers, load_lora, save_lora
 
 F, RANK, ALPHA = 3, 4, 8.0  # frames; alpha != rank, so the export's scale matters
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from flashctl.context import BuildContext
 from flashctl.errors import CheckpointError, ConfigError, FlashctlError, IncompatibleMotionError
-from flashctl.pipeline.motion_weights import check_compatible
+from flashctl.model.motion_files import check_compatible
 from flashctl.plugins import build_host
 from flashctl.progress import ListReporter
 

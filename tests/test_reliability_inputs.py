@@ -21,7 +21,7 @@ from flashctl.errors import FlashctlError, ImageReadError, StaleCacheError, Vide
 from flashctl.files import sha256_file
 from flashctl.library import MotionLibrary
 from flashctl.pipeline.animate import load_animator
-from flashctl.pipeline.motion_weights import load_lora, save_lora
+from flashctl.model.motion_files import load_lora, save_lora
 from flashctl.pipeline.prepare import prepare
 from flashctl.pipeline.train import train
 from flashctl.video import read_frames, read_image

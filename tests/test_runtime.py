@@ -13,7 +13,7 @@ from flashctl.errors import ConfigError
 from flashctl.model import runtime as rt
 from flashctl.model.cross_frame import CrossFrameAttnProcessor
 from flashctl.model.lora import add_motion_lora, lora_state_dict
-from flashctl.pipeline.motion_weights import build_model
+from flashctl.model.motion_model import MotionModel
 from flashctl.progress import ListReporter
 
 FRAMES = 3
@@ -153,9 +153,9 @@ def test_compiled_unet_gives_the_same_output_and_keeps_lora_names(host):
 def test_build_model_applies_runtime(host, tmp_path):
     config = FlashConfig.model_validate({"source": str(tmp_path / "flashctl.toml"),
                                          "runtime": {"attention": "eager", "vae_slicing": False}})
-    model = build_model(config, host, BuildContext())
+    model = MotionModel.build(config, host, BuildContext())
     unet_procs = model.backbone.unet.attn_processors.values()
     assert all(p.kernel == "eager" for p in unet_procs if isinstance(p, CrossFrameAttnProcessor))
     assert model.backbone.vae.use_slicing is False
-    default = build_model(FlashConfig(), host, BuildContext())
+    default = MotionModel.build(FlashConfig(), host, BuildContext())
     assert default.backbone.vae.use_slicing is True

@@ -13,7 +13,7 @@ from flashctl.config import load_config
 from flashctl.library import MotionLibrary
 from flashctl.model.motion_alignment import ablation_row
 from flashctl.pipeline.animate import load_animator
-from flashctl.pipeline.pretrain import MAX_BYTES
+from flashctl_animatediff.pretrain import MAX_BYTES
 from flashctl.video import change_map, fit_square, read_image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -104,13 +104,18 @@ def _resized(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
 
 
-class DetailEnhanceDecoder:
-    """The Detail Enhancement Decoder; build it, :meth:`attach` a backbone, then :meth:`decode`."""
+class DetailEnhanceDecoder(nn.Module):
+    """The Detail Enhancement Decoder; build it, :meth:`attach` a backbone, then :meth:`decode`.
+
+    An ``nn.Module`` whose parameters and ``state_dict`` are the injections only: the VAE is the backbone's,
+    referenced, not owned. The saved file keeps the injections' own keys (format ``flashctl-detail-decoder/1``).
+    """
 
     name = NAME
     has_weights = True
 
     def __init__(self, options: Any) -> None:
+        super().__init__()
         self.options = options
         self.backbone: Backbone | None = None
         self.injections = nn.ModuleDict()  # str(up block index) -> injection, filled by attach
@@ -186,17 +191,6 @@ class DetailEnhanceDecoder:
 
     # -- weights -------------------------------------------------------------------------------
 
-    def parameters(self) -> list[nn.Parameter]:
-        """The trainable parameters: the injections only."""
-        return list(self._attached().injections.parameters())
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The injections' tensors only (the VAE is the backbone's)."""
-        return self._attached().injections.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._attached().injections.load_state_dict(state)
-
     def metadata(self) -> dict[str, str]:
         """String metadata saved beside the tensors: format, layout, options."""
         return {"format": FORMAT, "layout": json.dumps(self.layout, sort_keys=True),
@@ -207,7 +201,7 @@ class DetailEnhanceDecoder:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self._attached().injections.state_dict().items()}
         require_finite(tensors, path, saving=True)
         staging = path.with_name(path.name + ".partial")
         save_file(tensors, str(staging), metadata=self.metadata())
@@ -237,7 +231,8 @@ class DetailEnhanceDecoder:
                 f"but this VAE and {OPTIONS_KEY} give {FORMAT!r} and {mine['layout']}",
                 hint=f"restore the {OPTIONS_KEY} options and backbone the motion was trained with, or retrain it")
         require_finite(tensors, path, saving=False)
-        self.load_state_dict({k: v.to(self.backbone.vae.device, self.backbone.vae.dtype) for k, v in tensors.items()})
+        vae = self._attached().backbone.vae
+        self.injections.load_state_dict({k: v.to(vae.device, vae.dtype) for k, v in tensors.items()})
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -321,7 +316,7 @@ def fit_detail_decoder(decoder: DetailEnhanceDecoder, clips: torch.Tensor, *, st
     n, frames = clips.shape[:2]
     latents = torch.cat([backbone.encode_video(clip[None]) for clip in clips])  # (N, F, c, h, w)
     features = decoder.reference_features(clips[:, 0])  # {i: (N, c_i, h_i, w_i)}
-    params = decoder.parameters()
+    params = list(decoder._attached().parameters())
     before = {k: v.clone() for k, v in decoder.state_dict().items()}
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)

@@ -112,7 +112,7 @@ def mam_options(train: Any) -> MamOptions | None:
                              donor_grad=train.donor_grad, lambda_motion=train.lambda_motion,
                              lambda_corr=train.lambda_corr, layers=train.mam_layers)
     except ValidationError as exc:
-        from ..config import render_validation_error
+        from ..validation import render_validation_error
 
         message, hint = render_validation_error(exc, "config", MamOptions, "train")
         raise ConfigError(message.replace("train.layers", "train.mam_layers"), hint=hint) from None

@@ -1,7 +1,7 @@
 """The ``[runtime]`` switches applied to a built backbone: threads, dtype, attention kernel, VAE
 slicing and tiling, CPU offload of the conditioning encoders, ``torch.compile`` of the U-Net.
 
-:func:`apply_runtime` is called by :func:`flashctl.pipeline.motion_weights.build_model` right after
+:func:`apply_runtime` is called by :meth:`flashctl.model.motion_model.MotionModel.build` right after
 the backbone is built (before the decoder attaches and before motion LoRA is added), so every
 switch holds for the LoRA and decoder layers added later. Switches that only make sense at
 inference (``dtype`` casts, ``cpu_offload``) leave a training backbone alone and say so.

@@ -6,15 +6,17 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from ..context import context_for
 from ..errors import MotionNotTrainedError, OutputPathError
-from ..library import read_json
 from ..progress import NullReporter, Reporter
-from .motion_weights import CONFIG_FILE, LORA_FILE, Model, build_model, check_compatible, load_decoder_weights, load_lora
+from ..model.motion_files import CONFIG_FILE
+
+if TYPE_CHECKING:
+    from ..model.motion_model import MotionModel
 
 
 @dataclass
@@ -33,7 +35,7 @@ class AnimateResult:
 class Animator:
     """A loaded motion: backbone + LoRA + decoder + prompt embeddings, ready to render many images."""
 
-    def __init__(self, model: Model, action: str, weights: dict[str, Any], animate: Any, prompt_emb: Any,
+    def __init__(self, model: MotionModel, action: str, weights: dict[str, Any], animate: Any, prompt_emb: Any,
                  negative_emb: Any) -> None:
         self.model, self.action, self.weights, self.settings = model, action, weights, animate
         self.frames, self.size, self.fps = int(weights["frames"]), int(weights["size"]), float(weights["fps"])
@@ -46,21 +48,17 @@ class Animator:
         """
         import torch
 
-        from ..model.flash import sample
         from ..video import fit_square, frames_to_tensor, tensor_to_frames
 
-        backbone, s = self.model.backbone, self.settings
         reference = frames_to_tensor(fit_square(image, self.size, fit)[None])  # (1, 3, S, S)
-        scheduler = backbone.objective.sampler(s.scheduler)
-        video = sample(backbone, self.model.decoder, reference, self.prompt_emb, self.frames, s.steps, scheduler,
-                       s.guidance_scale, self.negative_emb, torch.Generator().manual_seed(seed),
-                       anchor=s.anchor, start=s.start)  # (1, F, 3, S, S)
+        video = self.model.sample(reference, self.prompt_emb, self.frames, self.settings, self.negative_emb,
+                                  torch.Generator().manual_seed(seed))  # (1, F, 3, S, S)
         return tensor_to_frames(video[0].float().cpu())
 
 
 def load_animator(config: Any, library: Any, action: str, host: Any, reporter: Reporter = NullReporter()) -> Animator:
     """Build the configured backbone (``[runtime]`` applied), check the motion fits it, load its LoRA and decoder."""
-    from ..model.lora import load_motion_lora, set_motion_strength
+    from ..model.motion_model import MotionModel
 
     library.require(action)
     version = library.version_dir(action)  # resolved once: every file below comes from the same save
@@ -69,14 +67,7 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
         raise MotionNotTrainedError(f"motion '{action}' has no weights yet (no {weights_dir / CONFIG_FILE})",
                                     hint=f"train it first: flashctl train {action}")
     library.check_version(action, version)
-    weights = read_json(weights_dir / CONFIG_FILE)
-    model = build_model(config, host, context_for(config, host, reporter))
-    check_compatible(action, weights, model.backbone.geometry())
-    lora_path = weights_dir / weights["lora"].get("file", LORA_FILE)
-    load_motion_lora(model.backbone, load_lora(lora_path), weights["lora"]["rank"], weights["lora"]["alpha"],
-                     source=str(lora_path), targets=weights["lora"].get("targets"))
-    set_motion_strength(model.backbone, config.animate.strength)
-    load_decoder_weights(model, weights, weights_dir, reporter)
+    model, weights = MotionModel.from_motion(weights_dir, config, host, context_for(config, host, reporter), action)
     settings = config.animate
     prompt_emb = model.backbone.encode_prompt([weights["prompt"]])  # (1, seq, dim)
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]) if settings.guidance_scale > 1 else None
@@ -96,7 +87,7 @@ def animate(config: Any, library: Any, action: str, images: list[Path], out_dir:
     replaced only with ``overwrite``, else the next free ``NAME-1``, ``NAME-2``... is used and a note
     says so. ``on_result`` is called as soon as each image's files are written.
     """
-    from ..library import atomic_write
+    from ..files import atomic_write
     from ..video import contact_sheet, describe_fit, read_image
 
     out = Path(out_dir)

@@ -38,14 +38,14 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from .. import __version__
-from ..config import TrainSection, render_validation_error
+from ..config import TrainSection
+from ..validation import render_validation_error
 from ..context import context_for
 from ..errors import CheckpointError, ConfigError, TrainingDivergedError
 from ..library import new_run_id
 from ..progress import NullReporter, Reporter
 from .checkpoint import STATE, Checkpoint, check_fingerprint, clear_checkpoint, load_checkpoint, save_checkpoint
-from .motion_weights import (CONFIG_FILE, DECODER_FILE, LORA_FILE, Model, build_model, file_hashes, motion_config,
-                             save_lora, write_json)
+from ..model.motion_files import file_hashes, write_json
 
 CHECKPOINT = "checkpoint"
 
@@ -104,22 +104,18 @@ def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: An
     return chosen
 
 
-def _preview(model: Model, clip: Any, prompt_emb: Any, config: Any, generator: Any) -> Any:
+def _preview(model: Any, clip: Any, prompt_emb: Any, config: Any, generator: Any) -> Any:
     """The first clip's first frame animated with animate's sampler settings -> (F, H, W, 3) uint8.
 
     Same steps, scheduler, guidance and anchoring as ``flashctl animate``, so the preview looks like what
     the motion will produce.
     """
-    from ..model.flash import sample
     from ..video import tensor_to_frames
 
     settings = config.animate
-    scheduler = model.backbone.objective.sampler(settings.scheduler)
     guided = settings.guidance_scale > 1
     negative_emb = model.backbone.encode_prompt([settings.negative_prompt]).to(prompt_emb) if guided else None
-    video = sample(model.backbone, model.decoder, clip[None, 0], prompt_emb, clip.shape[0],
-                   settings.steps, scheduler, settings.guidance_scale, negative_emb,
-                   generator, anchor=settings.anchor, start=settings.start)  # (1, F, 3, H, W)
+    video = model.sample(clip[None, 0], prompt_emb, clip.shape[0], settings, negative_emb, generator)  # (1, F, 3, H, W)
     return tensor_to_frames(video[0].float().cpu())
 
 
@@ -153,9 +149,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     import torch
     from diffusers.optimization import get_constant_schedule_with_warmup
 
-    from ..model import flash
-    from ..model.lora import add_motion_lora, lora_state_dict, lora_targets
-    from ..model.motion_alignment import ablation_row, aligned, install_mam, mam_options, uninstall_mam
+    from ..model.motion_alignment import ablation_row, aligned, mam_options
+    from ..model.motion_model import MotionModel
     from ..video import frames_to_tensor, write_gif
 
     started, t0 = _now(), time.perf_counter()
@@ -172,7 +167,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     torch.manual_seed(settings.seed)  # the same model and LoRA init in every process
     generator = torch.Generator().manual_seed(settings.seed + rank)  # each process draws its own clips and noise
     ctx = context_for(config, host, reporter)
-    model = build_model(config, host, ctx, training=True)
+    model = MotionModel.build(config, host, ctx, training=True)
     backbone = model.backbone
     fit_decoder = _wants_decoder_fit(settings, model, config)
     augmentations = motion_augmentations(config, settings, host, ctx)
@@ -181,9 +176,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     latents = torch.cat([backbone.encode_video(clip[None]) for clip in clips])  # (N, F, c, h, w)
     prompt_emb = backbone.encode_prompt([manifest.prompt])  # (1, seq, dim)
 
-    targets = lora_targets(backbone, settings.lora_extra_targets)
-    params = add_motion_lora(backbone, settings.lora_rank, settings.lora_alpha, targets)
-    mam_installed = install_mam(backbone, mam) if mam is not None and mam.aligns else {}
+    params = model.add_motion(settings.lora_rank, settings.lora_alpha, settings.lora_extra_targets)
+    mam_installed = model.align(mam) if mam is not None else {}
     augmented_weight = mam.augmented_weight if mam is not None else 0.0
     unet = backbone.unet  # stays bare (no DDP wrapper): gradients are averaged by _average_gradients
     if settings.gradient_checkpointing:
@@ -226,7 +220,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
             with accelerator.accumulate(unet), aligned(unet):
                 x, x_aug = batch()
                 with accelerator.autocast():
-                    loss = flash.training_loss(backbone, x, prompt_emb, generator, augmented=x_aug,
+                    loss = model.training_loss(x, prompt_emb, generator, augmented=x_aug,
                                                augmented_weight=augmented_weight)
                 mean_loss = accelerator.reduce(loss.detach(), "mean").item()  # every process sees a divergence
                 if not math.isfinite(mean_loss):
@@ -250,7 +244,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     reporter.finish()
 
     unet.eval()
-    uninstall_mam(unet)  # MAM is training-only
+    model.unalign()  # MAM is training-only
     replicas = _replica_hashes(accelerator, backbone)
     final_loss = losses[-1] if losses else float("nan")
     if not main:
@@ -261,26 +255,20 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         reporter.note(f"phase 2/{phases}: fitting the detail decoder "
                       + (f"({fit_steps} steps, options.decoder.{config.model.decoder}.train_steps; "
                          "train.detail_decoder = false skips it)" if fit_steps else "(train.detail_decoder)"))
-    decoder_losses = model.decoder.fit(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
+    decoder_losses = model.fit_decoder(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
     reporter.note(f"phase {phases}/{phases}: rendering preview.gif ({config.animate.steps} denoising steps, "
                   "as flashctl animate)")
     preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
     run_id = new_run_id()
-    weights = motion_config(model, config, action=action, prompt=manifest.prompt, frames=clips.shape[1],
-                            size=clips.shape[-1], fps=float(meta.get("fps", prep.fps)),
-                            lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha,
-                            lora_targets=targets,
-                            decoder_fitted=fit_decoder)
+    weights = model.motion_record(action=action, prompt=manifest.prompt, frames=clips.shape[1],
+                                  size=clips.shape[-1], fps=float(meta.get("fps", prep.fps)))
     saved = host.pm.hook.on_motion_saved
     with library.stage(action, on_saved=lambda a, p: saved(action=a, path=p)) as stage:
         stage = Path(stage)
-        write_json(stage / "weights" / CONFIG_FILE, weights)
-        save_lora(stage / "weights" / LORA_FILE, lora_state_dict(backbone),
-                  {"format": "flashctl-motion-lora", "action": action, "run_id": run_id,
-                   "backbone": config.model.backbone, "rank": str(settings.lora_rank),
-                   "alpha": str(settings.lora_alpha), "flashctl_version": __version__})
-        if fit_decoder:
-            model.decoder.save(stage / "weights" / DECODER_FILE)
+        model.save_motion(stage / "weights", weights,
+                          {"action": action, "run_id": run_id, "backbone": config.model.backbone,
+                           "rank": str(settings.lora_rank), "alpha": str(settings.lora_alpha),
+                           "flashctl_version": __version__})
         write_gif(stage / "preview.gif", preview, weights["fps"])
         write_json(stage / "provenance.json", _provenance(
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
@@ -327,8 +315,7 @@ def _fingerprint(config, settings, model, manifest, frames, augmentations, proce
 
     return {
         "train": settings.model_dump(mode="json", exclude={"steps", "checkpoint_every"}),
-        "backbone": {"name": config.model.backbone, "options": model.backbone_options,
-                     "geometry": model.backbone.geometry()},
+        "backbone": {**model.components["backbone"], "geometry": model.backbone.geometry()},
         "augmentations": {name: config.component_options("augmentation", name) for name, _ in augmentations},
         "runtime": {"device": torch.device(config.runtime.device).type, "attention": config.runtime.attention},
         "prompt": manifest.prompt,

@@ -7,11 +7,14 @@ import torch
 from flashctl.model.interfaces import Backbone
 
 
-class VaeDecoder:
+class VaeDecoder(torch.nn.Module):
+    """No parameters of its own (``state_dict()`` is empty): the VAE is the backbone's."""
+
     name = "vae"
     has_weights = False
 
     def __init__(self) -> None:
+        super().__init__()
         self.backbone: Backbone | None = None
 
     def attach(self, backbone: Backbone) -> None:

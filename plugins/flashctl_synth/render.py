@@ -114,7 +114,7 @@ def write_clips(action: str, n: int, out_dir: Path | str, *, frames: int = 16, s
     mp4 (or png) paths. Every setting is checked before anything is written; each file is written
     atomically, so an interrupted run leaves whole files only.
     """
-    from flashctl.library import atomic_path
+    from flashctl.files import atomic_path
     from flashctl.video import write_mp4
 
     get_action(action)

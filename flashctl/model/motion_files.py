@@ -1,89 +1,27 @@
-"""A motion's model files: building the configured backbone/decoder, and weights/ on disk.
+"""A motion's files on disk (``weights/``), read and written by :class:`~flashctl.model.motion_model.MotionModel`.
 
-``weights/config.json`` says exactly how to rebuild the modules (backbone name, resolved
-options, geometry, clip geometry, LoRA config); ``weights/lora.safetensors`` holds the LoRA
-tensors only. Train writes them, animate reads them and refuses a geometry mismatch.
+``weights/config.json`` says exactly how to rebuild the modules (format version, backbone name,
+resolved options, geometry, clip geometry, LoRA config, objective); ``weights/lora.safetensors``
+holds the LoRA tensors only; ``weights/decoder.safetensors`` the fitted decoder layers, if any.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..context import BuildContext
 from ..errors import IncompatibleMotionError, WeightsFileError, WeightsNotFoundError
-from ..library import atomic_path, sha256_file
-from ..model.interfaces import Backbone, Decoder
+from ..files import atomic_path, sha256_file
 
 CONFIG_FILE = "config.json"
 LORA_FILE = "lora.safetensors"
 DECODER_FILE = "decoder.safetensors"
-FORMAT = 1
+FORMAT = 1  # weights/config.json layout; a newer one is refused, an older one needs a retrain
 # what a motion's LoRA depends on; any difference means it cannot be loaded
 GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample", "target")
 DIFFUSERS_PREFIX = "unet."  # where diffusers pipelines' load_lora_weights looks for U-Net LoRA keys
-
-
-@dataclass
-class Model:
-    backbone: Backbone
-    decoder: Decoder
-    backbone_options: dict[str, Any]
-    decoder_options: dict[str, Any]
-
-
-def build_model(config: Any, host: Any, ctx: BuildContext, *, training: bool = False) -> Model:
-    """The configured backbone with ``[runtime]`` applied, and the decoder, attached (its weights are the caller's).
-
-    ``training``: build for ``train`` (inference-only switches such as ``runtime.cpu_offload`` stay off).
-    """
-    from ..model.runtime import apply_runtime
-
-    registry, m = host.registry, config.model
-    raw_b, raw_d = config.component_options("backbone", m.backbone), config.component_options("decoder", m.decoder)
-    backbone = registry.create("backbone", m.backbone, raw_b, ctx, where="model.backbone")
-    apply_runtime(backbone, config.runtime, training=training, reporter=ctx.reporter)
-    decoder = registry.create("decoder", m.decoder, raw_d, ctx, where="model.decoder")
-    decoder.attach(backbone)
-    resolved = [registry.get(kind, name).validate_options(raw, f"options.{kind}.{name}").model_dump(mode="json")
-                for kind, name, raw in (("backbone", m.backbone, raw_b), ("decoder", m.decoder, raw_d))]
-    return Model(backbone, decoder, *resolved)
-
-
-def motion_config(model: Model, config: Any, *, action: str, prompt: str, frames: int, size: int, fps: float,
-                  lora_rank: int, lora_alpha: float, lora_targets: list[str], decoder_fitted: bool) -> dict[str, Any]:
-    """The content of ``weights/config.json``. ``decoder_fitted``: ``weights/decoder.safetensors`` exists."""
-    return {
-        "format": FORMAT,
-        "flashctl_version": __version__,
-        "action": action,
-        "prompt": prompt,
-        "backbone": {"name": config.model.backbone, "options": model.backbone_options,
-                     "geometry": model.backbone.geometry()},
-        "decoder": {"name": config.model.decoder, "options": model.decoder_options,
-                    "file": DECODER_FILE if decoder_fitted else None},
-        "frames": frames,
-        "size": size,
-        "fps": fps,
-        "lora": {"file": LORA_FILE, "rank": lora_rank, "alpha": lora_alpha,
-                 "targets": list(lora_targets)},
-        "scheduler": model.backbone.objective.scheduler_config,
-    }
-
-
-def load_decoder_weights(model: Model, weights: dict[str, Any], weights_dir: Path, reporter: Any) -> None:
-    """Load the motion's fitted decoder layers, if the active decoder has per-motion weights and the motion has them."""
-    saved = weights.get("decoder") or {}
-    if not model.decoder.has_weights:
-        return
-    if saved.get("name") != model.decoder.name or not saved.get("file"):
-        reporter.note(f"motion has no fitted '{model.decoder.name}' weights (trained with decoder "
-                      f"'{saved.get('name')}'); its untrained layers decode exactly like the stock VAE", level="info")
-        return
-    model.decoder.load(Path(weights_dir) / saved["file"])
 
 
 def _describe(geometry: dict[str, Any]) -> str:
@@ -102,11 +40,23 @@ def check_compatible(action: str, saved: dict[str, Any], active: dict[str, Any])
                  f"or retrain it: flashctl train {action}")
 
 
+def check_format(action: str, record: dict[str, Any], path: Path) -> None:
+    """Refuse a ``config.json`` from a newer flashctl, or one older than format 1, in one line naming ``path``."""
+    found = record.get("format")
+    if found == FORMAT:
+        return
+    if isinstance(found, int) and found > FORMAT:
+        raise WeightsFileError(f"{path} has weights format {found}; this flashctl ({__version__}) reads format {FORMAT}",
+                               hint="upgrade flashctl to animate this motion")
+    raise WeightsFileError(f"{path} has weights format {found!r}; this flashctl reads format {FORMAT}",
+                           hint=f"retrain the motion: flashctl train {action}")
+
+
 def save_lora(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
     """Write LoRA tensors (all finite, else :class:`WeightsFileError`) as safetensors."""
     from safetensors.torch import save_file
 
-    from ..model.modules import require_finite
+    from .modules import require_finite
 
     require_finite(tensors, path, saving=True)
     save_file(tensors, str(path), metadata=metadata)
@@ -117,7 +67,7 @@ def load_lora(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..model.modules import require_finite
+    from .modules import require_finite
 
     try:
         tensors = load_file(str(path))
