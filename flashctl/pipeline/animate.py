@@ -16,7 +16,10 @@ from ..progress import NullReporter, Reporter
 from ..model.motion_files import CONFIG_FILE
 
 if TYPE_CHECKING:
+    from ..config import FlashConfig
+    from ..library import MotionLibrary
     from ..model.motion_model import MotionModel
+    from ..plugins import PluginHost
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Animator:
         return tensor_to_frames(video[0].float().cpu())
 
 
-def load_animator(config: Any, library: Any, action: str, host: Any, reporter: Reporter = NullReporter()) -> Animator:
+def load_animator(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, reporter: Reporter = NullReporter()) -> Animator:
     """Build the configured backbone (``[runtime]`` applied), check the motion fits it, load its LoRA and decoder."""
     from ..model.motion_model import MotionModel
 
@@ -74,7 +77,7 @@ def load_animator(config: Any, library: Any, action: str, host: Any, reporter: R
     return Animator(model, action, weights, settings, prompt_emb, negative_emb)
 
 
-def animate(config: Any, library: Any, action: str, images: list[Path], out_dir: Path, host: Any, *,
+def animate(config: FlashConfig, library: MotionLibrary, action: str, images: list[Path], out_dir: Path, host: PluginHost, *,
             reporter: Reporter = NullReporter(), formats: list[str] | None = None,
             seed: int | None = None, fit: str = "crop", overwrite: bool = False,
             on_result: Callable[[AnimateResult], None] | None = None) -> list[AnimateResult]:
@@ -98,7 +101,7 @@ def animate(config: Any, library: Any, action: str, images: list[Path], out_dir:
                                   hint=f"pass a folder instead (-o {out.with_suffix('')}) to write one video per image")
         if formats and list(formats) != [file_format]:
             raise OutputPathError(f"-o {out} names a {file_format} file, but --format {' '.join(formats)} was asked for",
-                                  hint=f"drop --format, or name the file with its extension")
+                                  hint="drop --format, or name the file with its extension")
         formats = [file_format]
     formats = list(formats or config.animate.formats)
     writers = [_writer(host, config, name) for name in formats]  # unknown formats fail before any work
@@ -135,7 +138,7 @@ def animate(config: Any, library: Any, action: str, images: list[Path], out_dir:
     return results
 
 
-def output_file_format(out: Path, host: Any) -> str | None:
+def output_file_format(out: Path, host: PluginHost) -> str | None:
     """The video format ``out`` names as a file (``.mp4`` -> mp4, ``.png`` -> apng), or None for a folder."""
     if out.is_dir() or not out.suffix:
         return None
@@ -189,7 +192,7 @@ def _free_bases(bases: list[Path], extensions: list[str], sheets: bool,
     return free, notes
 
 
-def _writer(host: Any, config: Any, name: str) -> tuple[Any, str]:
+def _writer(host: PluginHost, config: FlashConfig, name: str) -> tuple[Any, str]:
     spec = host.registry.get("video_format", name, where="animate.formats")
     write = host.registry.create("video_format", name, config.component_options("video_format", name),
                                  where=f"options.video_format.{name}")

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from ..directions import Direction
 from ..errors import ConfigError, ImageReadError
 from ..hookspecs import MetricTraits
 from ..progress import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from ..library import MotionLibrary
+    from ..plugins import PluginHost
 
 METRICS_FILE = "metrics.json"
 
@@ -49,7 +53,7 @@ class _Metric:
     plugin: str
 
 
-def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
+def _metrics(config: FlashConfig, host: PluginHost) -> list[_Metric]:
     """Build every configured metric; errors name the config key (eval.metrics[i] or options.metric.NAME)."""
     from ..context import context_for
 
@@ -64,7 +68,7 @@ def _metrics(config: FlashConfig, host: Any) -> list[_Metric]:
     return metrics
 
 
-def _samples(config: FlashConfig, library: Any, action: str, images: list[Path] | None, clips: list[Path] | None,
+def _samples(config: FlashConfig, library: MotionLibrary, action: str, images: list[Path] | None, clips: list[Path] | None,
              reporter: Reporter) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """(label, reference (H, W, 3) uint8, target (F, H, W, 3) uint8 or None) per sample."""
     if clips is not None:  # held-out clips: frame 0 is the reference, the clip the ground truth
@@ -132,7 +136,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def evaluate(config: FlashConfig, library: Any, action: str, host: Any, *, images: list[Path] | None = None,
+def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, *, images: list[Path] | None = None,
              clips: list[Path] | None = None, animator: Any = None, reporter: Reporter = NullReporter(), out_dir: Path | None = None) -> EvalResult:
     """Render every reference with ``action``, score it with ``config.eval.metrics``, write metrics.json."""
     from ..files import atomic_write

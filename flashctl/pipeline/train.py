@@ -26,28 +26,32 @@ provenance records the process count and each replica's LoRA hash.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
 from .. import __version__
 from ..config import TrainSection
-from ..validation import render_validation_error
 from ..context import context_for
-from ..errors import CheckpointError, ConfigError, TrainingDivergedError
+from ..errors import ConfigError, TrainingDivergedError
 from ..library import new_run_id
-from ..progress import NullReporter, Reporter
-from .checkpoint import STATE, Checkpoint, check_fingerprint, clear_checkpoint, load_checkpoint, save_checkpoint
 from ..model.motion_files import file_hashes, write_json
+from ..progress import NullReporter, Reporter
+from ..validation import render_validation_error
+from .checkpoint import STATE, clear_checkpoint
+from .train_records import fingerprint, now, provenance, replica_hashes
+from .train_resume import checkpoint_dir, resume_state, save_state
 
-CHECKPOINT = "checkpoint"
+if TYPE_CHECKING:
+    from ..config import FlashConfig
+    from ..library import MotionLibrary
+    from ..model.motion_model import MotionModel
+    from ..plugins import PluginHost
 
 
 @dataclass
@@ -60,11 +64,8 @@ class TrainResult:
     main_process: bool = True  # False in the other processes of a multi-process launch (they save nothing)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-def train_settings(config: Any, manifest: Any, source: Path) -> TrainSection:
+def train_settings(config: FlashConfig, manifest: Any, source: Path) -> TrainSection:
     """``[train]`` from the config with the action's own ``[train]`` overrides from motion.toml."""
     overrides = getattr(manifest, "train", None) or {}
     try:
@@ -73,7 +74,7 @@ def train_settings(config: Any, manifest: Any, source: Path) -> TrainSection:
         raise ConfigError(*render_validation_error(exc, f"{source}: train", TrainSection)) from None
 
 
-def _wants_decoder_fit(settings: TrainSection, model: Any, config: Any) -> bool:
+def _wants_decoder_fit(settings: TrainSection, model: MotionModel, config: FlashConfig) -> bool:
     """``train.detail_decoder`` fits the decoder's per-motion layers; a decoder without any is a config error."""
     if not settings.detail_decoder:
         return False
@@ -84,7 +85,7 @@ def _wants_decoder_fit(settings: TrainSection, model: Any, config: Any) -> bool:
     return True
 
 
-def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: Any) -> list[tuple[str, Callable]]:
+def motion_augmentations(config: FlashConfig, settings: TrainSection, host: PluginHost, ctx: Any) -> list[tuple[str, Callable]]:
     """The strong augmentations for the augmented branch; only motion-preserving ones are allowed."""
     if not settings.strong_augment:
         return []
@@ -104,7 +105,7 @@ def motion_augmentations(config: Any, settings: TrainSection, host: Any, ctx: An
     return chosen
 
 
-def _preview(model: Any, clip: Any, prompt_emb: Any, config: Any, generator: Any) -> Any:
+def _preview(model: MotionModel, clip: Any, prompt_emb: Any, config: FlashConfig, generator: Any) -> Any:
     """The first clip's first frame animated with animate's sampler settings -> (F, H, W, 3) uint8.
 
     Same steps, scheduler, guidance and anchoring as ``flashctl animate``, so the preview looks like what
@@ -119,7 +120,7 @@ def _preview(model: Any, clip: Any, prompt_emb: Any, config: Any, generator: Any
     return tensor_to_frames(video[0].float().cpu())
 
 
-def train(config: Any, library: Any, action: str, host: Any, *, reporter: Reporter = NullReporter(),
+def train(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, *, reporter: Reporter = NullReporter(),
           steps: int | None = None, resume: bool = False) -> TrainResult:
     """Train ``action``'s motion and save weights/, provenance.json and preview.gif in one atomic swap.
 
@@ -135,7 +136,7 @@ def train(config: Any, library: Any, action: str, host: Any, *, reporter: Report
                              manifest, settings, accelerator)
 
 
-def _accelerator(config: Any, settings: TrainSection) -> Any:
+def _accelerator(config: FlashConfig, settings: TrainSection) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -153,7 +154,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     from ..model.motion_model import MotionModel
     from ..video import frames_to_tensor, write_gif
 
-    started, t0 = _now(), time.perf_counter()
+    started, t0 = now(), time.perf_counter()
     main, rank, processes = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     if processes > 1:  # each process builds on its own device (cuda:RANK; cpu stays cpu)
         runtime = config.runtime.model_copy(update={"device": str(accelerator.device)})
@@ -188,11 +189,11 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     optimizer = accelerator.prepare(optimizer)
     latents, prompt_emb = latents.to(backbone.device), prompt_emb.to(backbone.device)
 
-    fingerprint = _fingerprint(config, settings, model, manifest, frames, augmentations, processes)
-    folder = _checkpoint_dir(library, action)
+    state_id = fingerprint(config, settings, model, manifest, frames, augmentations, processes)
+    folder = checkpoint_dir(library, action)
     start, losses = 0, []
     if resume:
-        start, losses = _resume(folder, fingerprint, total, accelerator, backbone, optimizer, schedule, generator,
+        start, losses = resume_state(folder, state_id, total, accelerator, backbone, optimizer, schedule, generator,
                                 reporter, action)
     elif (folder / STATE).is_file():
         reporter.note(f"'{action}' has a checkpoint in {folder}; training from step 0 replaces it "
@@ -240,12 +241,12 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         losses.append(step_loss)
         reporter.advance(1, loss=step_loss)
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
-            _checkpoint(folder, accelerator, backbone, optimizer, schedule, generator, step + 1, losses, fingerprint)
+            save_state(folder, accelerator, backbone, optimizer, schedule, generator, step + 1, losses, state_id)
     reporter.finish()
 
     unet.eval()
     model.unalign()  # MAM is training-only
-    replicas = _replica_hashes(accelerator, backbone)
+    replicas = replica_hashes(accelerator, backbone)
     final_loss = losses[-1] if losses else float("nan")
     if not main:
         return TrainResult(action, total, final_loss, time.perf_counter() - t0, library.weights_dir(action),
@@ -270,7 +271,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
                            "rank": str(settings.lora_rank), "alpha": str(settings.lora_alpha),
                            "flashctl_version": __version__})
         write_gif(stage / "preview.gif", preview, weights["fps"])
-        write_json(stage / "provenance.json", _provenance(
+        write_json(stage / "provenance.json", provenance(
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
             mam={"ablation": ablation_row(settings), "augmented_weight": augmented_weight, "layers": mam_installed},
             decoder_losses=decoder_losses,
@@ -292,131 +293,3 @@ def _average_gradients(params: list[Any], accelerator: Any) -> None:
     mean = accelerator.reduce(torch.cat([g.flatten() for g in grads]), "mean")  # (P,) all LoRA entries
     for p, g in zip(params, mean.split([p.numel() for p in params])):
         p.grad = g.view_as(p)
-
-
-def _replica_hashes(accelerator: Any, backbone: Any) -> list[str]:
-    """sha256 of every process's LoRA tensors, by process index (a collective); all equal while in sync."""
-    import torch
-
-    from ..model.lora import lora_state_dict
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(lora_state_dict(backbone).items()):
-        digest.update(name.encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
-    mine = torch.frombuffer(bytearray(digest.digest()), dtype=torch.uint8)  # (32,)
-    return [bytes(row.tolist()).hex() for row in accelerator.gather(mine[None].to(accelerator.device)).cpu()]
-
-
-def _fingerprint(config, settings, model, manifest, frames, augmentations, processes) -> dict[str, Any]:
-    """What the training trajectory depends on besides the step count: a resume must find the same."""
-    import numpy as np
-    import torch
-
-    return {
-        "train": settings.model_dump(mode="json", exclude={"steps", "checkpoint_every"}),
-        "backbone": {**model.components["backbone"], "geometry": model.backbone.geometry()},
-        "augmentations": {name: config.component_options("augmentation", name) for name, _ in augmentations},
-        "runtime": {"device": torch.device(config.runtime.device).type, "attention": config.runtime.attention},
-        "prompt": manifest.prompt,
-        "clips": [c.sha256 for c in manifest.clips],
-        "frames_sha256": hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest(),
-        "num_processes": processes,
-    }
-
-
-def _provenance(run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
-                mam, decoder_losses, replicas, files) -> dict[str, Any]:
-    import accelerate
-    import diffusers
-    import peft
-    import torch
-    import transformers
-
-    spec = host.registry.get
-    b, d = spec("backbone", config.model.backbone), spec("decoder", config.model.decoder)
-    return {
-        "run_id": run_id,
-        "action": action,
-        "started_at": started,
-        "finished_at": _now(),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "versions": {"flashctl": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__,
-                     "accelerate": accelerate.__version__},
-        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in host.plugins],
-        "components": {
-            "backbone": {"name": b.name, "plugin": b.plugin, "plugin_version": b.plugin_version},
-            "decoder": {"name": d.name, "plugin": d.plugin, "plugin_version": d.plugin_version},
-            "augmentations": [{"name": n, "plugin": spec("augmentation", n).plugin} for n, _ in augmentations],
-        },
-        "geometry": model.backbone.geometry(),
-        "config": config.model_dump(mode="json"),
-        "train": settings.model_dump(mode="json"),
-        "seed": settings.seed,
-        "mam": mam,
-        "clips": [{"file": c.file, "sha256": c.sha256} for c in manifest.clips],
-        "resumed_from_step": start or None,
-        "num_processes": len(replicas),
-        "process_seeds": [settings.seed + rank for rank in range(len(replicas))],
-        "replica_lora_sha256": replicas,
-        "losses": losses,
-        "final_loss": losses[-1] if losses else None,
-        "decoder_losses": decoder_losses,
-        "files": files,
-    }
-
-
-def _checkpoint_dir(library: Any, action: str) -> Path:
-    return Path(library.cache_dir(action)) / CHECKPOINT
-
-
-def _rng_states(accelerator: Any, generator: Any) -> dict[str, Any]:
-    """Every process's random states, name -> ``(P, n)`` uint8 by process index (a collective)."""
-    import torch
-
-    states = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if accelerator.device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(accelerator.device)
-    return {name: accelerator.gather(state[None].to(accelerator.device)).cpu() for name, state in states.items()}
-
-
-def _checkpoint(folder, accelerator, backbone, optimizer, schedule, generator, step, losses, fingerprint) -> None:
-    """Everything the next steps depend on (see :mod:`.checkpoint`); every process calls it, the main one writes."""
-    from ..model.lora import lora_state_dict
-
-    rng = _rng_states(accelerator, generator)
-    if accelerator.is_main_process:
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        save_checkpoint(folder, Checkpoint(step, list(losses), fingerprint, lora_state_dict(backbone),
-                                           optimizer.state_dict(), schedule.state_dict(), rng, scaler))
-
-
-def _resume(folder, fingerprint, total, accelerator, backbone, optimizer, schedule, generator, reporter,
-            action) -> tuple[int, list[float]]:
-    """Load ``folder``'s checkpoint into the LoRA, optimizer, scheduler and random states -> (step, losses)."""
-    import torch
-    from peft import set_peft_model_state_dict
-
-    from ..model.lora import ADAPTER
-
-    saved = load_checkpoint(folder)
-    if saved is None:
-        reporter.note(f"no checkpoint for '{action}' in {folder}; starting from step 0", level="warning")
-        return 0, []
-    check_fingerprint(folder, saved.fingerprint, fingerprint)
-    if saved.step >= total:
-        raise CheckpointError(f"checkpoint in {folder} is at step {saved.step}, but training stops at step {total}",
-                              hint=f"pass --steps greater than {saved.step}, or drop --resume to train from step 0")
-    set_peft_model_state_dict(backbone.unet, saved.lora, adapter_name=ADAPTER)
-    optimizer.load_state_dict(saved.optimizer)
-    schedule.load_state_dict(saved.scheduler)
-    if saved.scaler is not None:
-        accelerator.scaler.load_state_dict(saved.scaler)
-    rank = accelerator.process_index  # clone(): set_state of a row view (storage offset > 0) crashes torch
-    generator.set_state(saved.rng["generator"][rank].clone())
-    torch.set_rng_state(saved.rng["torch"][rank].clone())
-    if "cuda" in saved.rng:
-        torch.cuda.set_rng_state(saved.rng["cuda"][rank].clone(), accelerator.device)
-    reporter.note(f"resuming '{action}' from step {saved.step}")
-    return saved.step, list(saved.losses)
