@@ -22,6 +22,7 @@ from einops import rearrange
 from flashctl.errors import ConfigError
 from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
+from flashctl.model.latent_backbone import LatentVideoBackbone
 from flashctl.model.modules import freeze
 from flashctl.model.objectives import DiffusionObjective
 
@@ -42,7 +43,7 @@ LORA_TARGETS = [
 ]
 
 
-class AnimateDiffBackbone:
+class AnimateDiffBackbone(LatentVideoBackbone):
     name = "animatediff"
     lora_targets = LORA_TARGETS
 
@@ -61,26 +62,11 @@ class AnimateDiffBackbone:
             "set_alpha_to_one": False, "timestep_spacing": "linspace",
         })
 
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids  # (B, seq)
         return self.text_encoder(ids.to(self.device))[0]  # (B, seq, dim)
-
-    @torch.no_grad()
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        b = video.shape[0]
-        frames = rearrange(video, "b f c h w -> (b f) c h w").to(self.device, self.vae.dtype)
-        latents = self.vae.encode(frames).latent_dist.mode() * self.vae.config.scaling_factor  # (B*F, c, h, w)
-        return rearrange(latents, "(b f) c h w -> b f c h w", b=b)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

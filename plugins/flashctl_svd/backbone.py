@@ -28,6 +28,7 @@ from einops import rearrange
 
 from flashctl.model.configs import geometry_record, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
+from flashctl.model.latent_backbone import LatentVideoBackbone
 from flashctl.model.modules import freeze
 from flashctl.model.objectives import DiffusionObjective
 
@@ -42,7 +43,7 @@ LORA_TARGETS = [
 ]
 
 
-class SVDBackbone:
+class SVDBackbone(LatentVideoBackbone):
     name = "svd"
     lora_targets = LORA_TARGETS
 
@@ -59,25 +60,10 @@ class SVDBackbone:
         self.objective = DiffusionObjective(scheduler_config(options.sigma_min, options.sigma_max))  # EDM, VP form
         self._embedding_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         """(B,) prompts -> (B, 1, 1) conditioning weights: 0 for the empty prompt (unconditional), else 1."""
         weights = [[[float(bool(p.strip()))]] for p in prompts]
         return torch.tensor(weights, device=self.device, dtype=self.dtype)  # (B, 1, 1)
-
-    @torch.no_grad()
-    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        b = video.shape[0]
-        frames = rearrange(video, "b f c h w -> (b f) c h w").to(self.device, self.vae.dtype)
-        latents = self.vae.encode(frames).latent_dist.mode() * self.vae.config.scaling_factor  # (B*F, c, h, w)
-        return rearrange(latents, "(b f) c h w -> b f c h w", b=b)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
