@@ -107,7 +107,6 @@ class RuntimeSection(Section):
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype at inference")
     offline: bool = Field(True, description="never go online for weights")
-    cache_dir: str = Field("~/.cache/flashctl", description="where downloaded weights live")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel: PyTorch SDPA or plain matmul")
     vae_slicing: bool = Field(True, description="decode a few frames at a time at inference (lower peak memory)")

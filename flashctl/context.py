@@ -36,10 +36,9 @@ class BuildContext:
 def context_for(config: Any, host: Any, reporter: Reporter | None = None) -> BuildContext:
     """The build context for a :class:`~flashctl.config.FlashConfig` and its plugin host."""
     runtime = config.runtime
-    cache_dir = Path(runtime.cache_dir).expanduser()
 
     def resolve(ref: str) -> Path | None:
-        return host.pm.hook.resolve_weights(ref=ref, cache_dir=cache_dir, offline=runtime.offline)
+        return host.pm.hook.resolve_weights(ref=ref, offline=runtime.offline)
 
     return BuildContext(device=runtime.device, dtype=runtime.dtype, offline=runtime.offline, resolve_weights=resolve,
                         reporter=reporter or NullReporter())

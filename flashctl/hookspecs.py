@@ -147,7 +147,7 @@ def register_commands(app: Any) -> None:
 
 
 @hookspec(firstresult=True)
-def resolve_weights(ref: str, cache_dir: Path, offline: bool) -> Path | None:
+def resolve_weights(ref: str, offline: bool) -> Path | None:
     """Turn a weights reference (local path, hub id) into a local folder, or None if not yours.
 
     The first non-None answer wins. Must not download anything when ``offline`` is true.

@@ -39,8 +39,8 @@ def test_hub_id_absent_offline_is_none(tmp_path):
 
 def test_hook_is_wired_through_the_plugin_host(tmp_path):
     host = build_host()
-    assert host.pm.hook.resolve_weights(ref=str(tmp_path), cache_dir=tmp_path, offline=True) == tmp_path.resolve()
-    assert host.pm.hook.resolve_weights(ref=str(tmp_path / "x"), cache_dir=tmp_path, offline=True) is None
+    assert host.pm.hook.resolve_weights(ref=str(tmp_path), offline=True) == tmp_path.resolve()
+    assert host.pm.hook.resolve_weights(ref=str(tmp_path / "x"), offline=True) is None
 
 
 def test_build_context_resolves_through_the_hook(tmp_path):

@@ -8,7 +8,7 @@ from flashctl import hookimpl
 
 
 @hookimpl
-def resolve_weights(ref: str, cache_dir: Path, offline: bool) -> Path | None:
+def resolve_weights(ref: str, offline: bool) -> Path | None:
     from .resolve import resolve_local_or_hub
 
     return resolve_local_or_hub(ref, offline)
