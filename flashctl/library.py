@@ -15,15 +15,17 @@ one, never deletes or creates a lock file another process may be holding.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,7 +33,7 @@ import numpy as np
 
 from . import versions
 from .errors import (FlashctlError, InvalidActionNameError, LibraryBusyError, ManifestError, MotionNotFoundError,
-                     StaleCacheError, short_value)
+                     StaleCacheError, StorageError, short_value)
 from .files import atomic_write, follow_umask, read_json, sha256_file, storage_errors
 from .manifest import MANIFEST_NAME, MotionManifest, dumps_manifest, is_safe_relative, load_manifest
 
@@ -152,15 +154,18 @@ class MotionLibrary:
         try:
             flock.acquire()
         except Timeout:
-            try:
-                owner = f"pid {int(pid_file.read_text())}"
-            except (OSError, ValueError):
-                owner = "another process"
-            raise LibraryBusyError(f"motion '{action}' is busy: held by {owner}",
+            raise LibraryBusyError(f"motion '{action}' is busy: held by {_lock_owner(pid_file)}",
                                    hint="wait for that flashctl command to finish, or stop it") from None
+        except OSError as exc:
+            if exc.errno != errno.ENOLCK:
+                raise
+            raise StorageError(f"cannot lock motion '{action}': the filesystem holding {lock_file} refused the lock "
+                               f"({exc.strerror})",
+                               hint="on NFSv3 the lock needs rpc.statd and lockd running on client and server; "
+                                    "see 'Sharing motions' in docs/reliability.md") from None
         try:
             with storage_errors():
-                pid_file.write_text(str(os.getpid()))
+                pid_file.write_text(f"{os.getpid()} {socket.gethostname()}")
             _held[key] = 1
             yield
         finally:
@@ -195,6 +200,40 @@ class MotionLibrary:
             versions.commit(live, staging, staging.name.split(".", 1)[1])
         if on_saved is not None:
             on_saved(action, live)
+
+    @contextmanager
+    def stage_superseded(self, action: str) -> Iterator[Path]:
+        """Like :meth:`stage`, but the complete version goes in as the newest superseded one; ``current`` stays.
+
+        Its folder is named just below the live version's, so :func:`versions.tidy` keeps it as history.
+        """
+        live = self.require(action)
+        if not (live / versions.CURRENT).is_symlink():
+            raise FlashctlError(f"motion '{action}' has no versioned current motion to keep beside a new version",
+                                hint="make the new one current (--make-current), or save the action once first")
+        with self._staging(action) as staging:
+            yield staging
+            follow_umask(staging)
+            for item in staging.iterdir():
+                if item.name not in versions.ITEMS:
+                    raise ValueError(f"a save may only write {', '.join(versions.ITEMS)}; not {item.name}")
+            (staging / "eval").mkdir(exist_ok=True)
+            name = _name_before(versions.live_version(live).name)
+            os.rename(staging, live / versions.VERSIONS / name)
+            versions.tidy(live)
+
+    def find_run(self, action: str, run_id: str) -> Path | None:
+        """The version folder (live or superseded) whose provenance.json records ``run_id``, if any."""
+        folder = self.path(action)
+        candidates = [self.version_dir(action)]
+        candidates += sorted((folder / versions.VERSIONS).iterdir()) if (folder / versions.VERSIONS).is_dir() else []
+        for version in candidates:
+            try:
+                if (read_json(version / "provenance.json") or {}).get("run_id") == run_id:
+                    return version
+            except FlashctlError:
+                continue
+        return None
 
     @contextmanager
     def _staging(self, action: str) -> Iterator[Path]:
@@ -359,6 +398,28 @@ class MotionLibrary:
             raise FlashctlError(f"motion '{action}' does not match its provenance.json: {listed}",
                                 hint=f"see `flashctl motions verify {action}`; train it again, or restore a "
                                      f"version from {self.path(action) / versions.VERSIONS}")
+
+
+def _lock_owner(pid_file: Path) -> str:
+    """Who holds a lock, from its .pid file (``PID HOST``; a bare ``PID`` from older flashctl): the host when not ours."""
+    try:
+        pid, *host = pid_file.read_text().split()
+        owner = f"pid {int(pid)}"
+    except (OSError, ValueError):
+        return "another process"
+    return owner if not host or host[0] == socket.gethostname() else f"{owner} on {host[0]}"
+
+
+def _name_before(live: str) -> str:
+    """A version folder name that sorts just below ``live`` (a run id one microsecond earlier, or before 0-legacy)."""
+    if live == versions.LEGACY:
+        return "0-imported-" + secrets.token_hex(2)
+    try:
+        when = datetime.strptime(live.split("Z", 1)[0], "%Y%m%dT%H%M%S%f")
+    except ValueError:
+        raise FlashctlError(f"cannot place a version before the current one ({live})",
+                            hint="make the new one current (--make-current)") from None
+    return (when - timedelta(microseconds=1)).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
 
 
 def _drift(root: Path, rel: str, sha: str) -> Drift | None:
