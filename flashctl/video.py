@@ -370,17 +370,37 @@ def write_png_sequence(folder: Path | str, frames: np.ndarray) -> Path:
     return folder
 
 
-def contact_sheet(frames: np.ndarray, columns: int = 8) -> np.ndarray:
-    """Frames laid out left to right, top to bottom: ``(rows*H, cols*W, 3)``; empty cells are white."""
+LABEL_BAND = 12  # px: the band under each row of frames holding their indices, and the source line's band
+GUTTER = 2  # px of white between neighbouring frames in a row
+
+
+def contact_sheet(frames: np.ndarray, columns: int = 8, *, source: str | None = None) -> np.ndarray:
+    """Frames left to right, top to bottom, each with its index (0, 1, ...) in a band under it.
+
+    ``source`` (e.g. ``"me.png · bow"``) is written on a line above the frames. Returns
+    ``(S + rows*(H+B), cols*(W+G) - G, 3)`` uint8 with ``B`` = :data:`LABEL_BAND`, ``G`` = :data:`GUTTER`
+    and ``S`` = ``B`` when there is a source line, else 0; the background and empty cells are white.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
     frames = _frames(frames)
     count, height, width, _ = frames.shape
     cols = max(1, min(columns, count))
     rows = math.ceil(count / cols)
-    sheet = np.full((rows * height, cols * width, 3), 255, np.uint8)  # (rows*H, cols*W, 3)
+    top, cell, pitch = (LABEL_BAND if source else 0), height + LABEL_BAND, width + GUTTER
+    sheet = np.full((top + rows * cell, cols * pitch - GUTTER, 3), 255, np.uint8)  # (S+rows*(H+B), cols*(W+G)-G, 3)
     for i, frame in enumerate(frames):
         r, c = divmod(i, cols)
-        sheet[r * height:(r + 1) * height, c * width:(c + 1) * width] = frame
-    return sheet
+        sheet[top + r * cell:top + r * cell + height, c * pitch:c * pitch + width] = frame
+    image = Image.fromarray(sheet)
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+    for i in range(count):
+        r, c = divmod(i, cols)
+        x = c * pitch + (width - draw.textlength(str(i), font=font)) / 2
+        draw.text((x, top + r * cell + height), str(i), fill=(70, 70, 70), font=font)
+    if source:
+        draw.text((2, 0), source, fill=(0, 0, 0), font=font)
+    return np.asarray(image)
 
 
 def change_map(frames: np.ndarray) -> np.ndarray:

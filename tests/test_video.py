@@ -250,12 +250,22 @@ def test_write_png_sequence_replaces_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]
 
 
-def test_contact_sheet_layout():
-    frames = np.stack([np.full((4, 6, 3), i * 10, np.uint8) for i in range(5)])
+def test_contact_sheet_layout_and_labels():
+    frames = np.stack([np.full((20, 16, 3), i * 10, np.uint8) for i in range(5)])
     sheet = video.contact_sheet(frames, columns=3)
-    assert sheet.shape == (8, 18, 3)
-    assert sheet[0, 6, 0] == 10 and sheet[4, 0, 0] == 30 and sheet[4, 6, 0] == 40
-    assert (sheet[4:, 12:] == 255).all()  # the empty sixth cell
+    band, gap = video.LABEL_BAND, video.GUTTER
+    assert sheet.shape == (2 * (20 + band), 3 * 16 + 2 * gap, 3)
+    assert sheet[0, 0, 0] == 0 and sheet[0, 16 + gap, 0] == 10 and sheet[20 + band, 0, 0] == 30
+    assert (sheet[:20, 16:16 + gap] == 255).all()  # the gutter between frames
+    assert (sheet[20 + band:, 2 * (16 + gap):] == 255).all()  # the empty sixth cell
+    for row, col in ((0, 0), (0, 2), (1, 1)):  # each frame's index is printed in the band under it
+        y, x = row * (20 + band) + 20, col * (16 + gap)
+        assert (sheet[y:y + band, x:x + 16] < 128).any()
+    assert (sheet[:band] == 0).any()  # no source line: the first frame starts at the top
+
+    labelled = video.contact_sheet(frames, columns=3, source="me.png · wave")
+    assert labelled.shape[0] == sheet.shape[0] + band
+    assert (labelled[:band] < 128).any() and np.array_equal(labelled[band:], sheet)
 
 
 def test_frames_tensor_round_trip():
