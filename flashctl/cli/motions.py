@@ -1,8 +1,9 @@
-"""flashctl motions list|show|verify|rm: the shared motion library."""
+"""flashctl motions list|show|verify|rm|pack|unpack: the shared motion library."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -26,6 +27,16 @@ def _size(n: int) -> str:
 
 def _library():
     return state.library(state.config())
+
+
+LibraryOpt = Annotated[Optional[Path], typer.Option(
+    "--library", metavar="PATH", help="The motion library folder (default: [library] path of the config).")]
+
+
+def _library_at(path: Path | None):
+    from ..library import MotionLibrary
+
+    return MotionLibrary(path) if path is not None else _library()
 
 
 @app.command("list")
@@ -101,3 +112,46 @@ def rm(action: Annotated[str, typer.Argument()],
         typer.confirm(f"delete {path} and everything in it?", abort=True, err=True)
     lib.remove(action)
     err.print(f"removed {action}")
+
+
+@app.command("pack")
+def pack(action: Annotated[str, typer.Argument()],
+         output: Annotated[Optional[Path], typer.Option(
+             "--output", "-o", metavar="FILE",
+             help="The archive to write (default: ACTION-RUNID.flashmotion.tar.gz here; a folder: that name in it).")] = None,
+         clips: Annotated[bool, typer.Option("--clips", help="Also pack the training clips motion.toml lists.")] = False,
+         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing archive.")] = False,
+         library: LibraryOpt = None, json_: JsonOpt = False) -> None:
+    """Pack an action's current version (weights, provenance, preview, motion.toml) into one archive for another site.
+
+    Eval samples and caches stay behind; clips only with --clips. Prints the archive's path.
+    """
+    from ..pack import pack as pack_motion
+
+    result = pack_motion(_library_at(library), action, output, clips=clips, overwrite=overwrite)
+    if json_:
+        print_json(asdict(result))
+        return
+    typer.echo(result.archive)
+    err.print(f"packed '{action}' run {result.run_id}: {result.files} files, {_size(result.bytes)}")
+
+
+@app.command("unpack")
+def unpack(archive: Annotated[Path, typer.Argument(metavar="FILE", help="A .flashmotion.tar.gz from `motions pack`.")],
+           make_current: Annotated[bool, typer.Option(
+               "--make-current", help="Make the archive's run current even when the library's is newer.")] = False,
+           library: LibraryOpt = None, json_: JsonOpt = False) -> None:
+    """Check an archive in full (hashes, manifest, safe paths), then install it as a new version of its action.
+
+    The archive's run becomes current when the action is new, when it is newer than the current one, or with
+    --make-current; otherwise it is kept as a superseded version. A run already in the library changes nothing.
+    """
+    from ..pack import unpack as unpack_motion
+
+    result = unpack_motion(_library_at(library), archive, make_current=make_current)
+    if json_:
+        print_json(asdict(result))
+        return
+    for note in result.notes:
+        err.print(f"note: {escape(note)}")
+    err.print(escape(result.message))
