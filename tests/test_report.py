@@ -20,9 +20,10 @@ from flashctl.library import MotionLibrary
 from flashctl.pipeline.evaluate import EvalResult, evaluate
 from flashctl.pipeline.report import compare, format_value, load_result, write_comparison, write_report
 from flashctl.progress import ListReporter
-from flashctl.video import contact_sheet, probe
+from flashctl.video import GUTTER, LABEL_BAND, contact_sheet, probe
 
 CLIPS, FRAMES, SIZE = 2, 6, 16
+SHEET = (FRAMES * (SIZE + GUTTER) - GUTTER, LABEL_BAND + SIZE + LABEL_BAND)  # a labelled one-row contact sheet
 METRICS = ["first-frame", "smoothness", "motion-fidelity"]
 
 
@@ -80,11 +81,13 @@ def test_report_shows_summary_samples_and_plots(host, tmp_path):
 
     assert set(written) == {"markdown", "html", "samples", "plot"}
     assert all(p.exists() and p.parent == out for p in written.values())
-    for i, frames in enumerate(animator.rendered):  # every rendered video is kept as mp4 + contact sheet
+    for i, frames in enumerate(animator.rendered):  # every video and its real clip are kept as mp4 + labelled sheet
         name = f"0{i}_clip-{i}"
-        assert probe(out / "samples" / f"{name}.mp4").frames == FRAMES
-        sheet = np.asarray(Image.open(out / "samples" / f"{name}_sheet.png"))
-        assert np.array_equal(sheet, contact_sheet(frames))
+        for suffix, video, source in (("", frames, f"generated · clip {i} · wave"),
+                                      ("_real", clip(i), f"real clip · clip {i}")):
+            assert probe(out / "samples" / f"{name}{suffix}.mp4").frames == FRAMES
+            sheet = np.asarray(Image.open(out / "samples" / f"{name}{suffix}_sheet.png"))
+            assert np.array_equal(sheet, contact_sheet(video, source=source))
 
     series = result.per_sample[0]["series"]
     assert series["psnr_reference"][0] == pytest.approx(result.per_sample[0]["scores"]["first-frame/psnr"])
@@ -99,20 +102,26 @@ def test_report_shows_summary_samples_and_plots(host, tmp_path):
         assert re.search(rf"<td[^>]*>{re.escape(key)}</td><td[^>]*>{arrow}</td><td[^>]*>"
                          rf"{re.escape(format_value(value))}</td>", page)
     assert "smoothness/jump_ratio →1" in markdown and "(samples/00_clip-0_sheet.png)" in markdown
-    assert "(per_frame.png)" in markdown
-    for src in re.findall(r'<video src="([^"]+)"', page):
-        assert (out / src).is_file()
+    assert markdown.index("(per_frame.png)") < markdown.index("## Summary") < markdown.index("00_clip-0_real_sheet.png")
+    assert "smoothness/<wbr>jump_<wbr>ratio →1</th>" in page  # long keys wrap to keep the table inside 1280 px
+    videos = re.findall(r'<video src="([^"]+)"', page)
+    assert videos == [f"samples/0{i}_clip-{i}{suffix}.mp4" for i in range(CLIPS) for suffix in ("_real", "")]
+    assert all((out / src).is_file() for src in videos)
     images = decoded_images(page)
-    sheets = [im for im in images if im.size == (FRAMES * SIZE, SIZE)]
+    sheets = [im for im in images if im.size == SHEET]
     plots = [im for im in images if im.size == Image.open(written["plot"]).size]
-    assert len(sheets) == CLIPS and len(plots) == 1 and plots[0].size[0] > 400
+    assert len(sheets) == 2 * CLIPS and len(plots) == 1 and plots[0].size[0] > 400
+    # the curves lead, then the summary, then each sample's real clip beside the generated one, then the scores
+    order = [page.index(text) for text in ("per-frame curves", "<h2>Summary", 'alt="real clip"', 'alt="generated"',
+                                           "<h2>Per-sample scores")]
+    assert order == sorted(order)
 
     # regenerated from metrics.json alone: same numbers, and the sheets the first run left are reused
     loaded = load_result(result.path)
     assert loaded.summary == pytest.approx(result.summary) and loaded.higher_is_better == result.higher_is_better
     again = write_report(loaded, out)
     assert "samples" not in again
-    assert len([im for im in decoded_images(again["html"].read_text()) if im.size == (FRAMES * SIZE, SIZE)]) == CLIPS
+    assert len([im for im in decoded_images(again["html"].read_text()) if im.size == SHEET]) == 2 * CLIPS
 
 
 def test_report_without_matplotlib_still_has_tables(tmp_path, monkeypatch):
@@ -225,6 +234,12 @@ def test_eval_several_actions_reports_each_and_compares(tmp_path, capsys, monkey
         assert (tmp_path / "out" / action / "samples" / "01_clip-1.mp4").is_file()
     assert data["comparison"]["columns"] == ["wave", "squat"]
     assert (tmp_path / "out" / "comparison.md").is_file()
+    page = (tmp_path / "out" / "comparison.html").read_text()
+    images = decoded_images(page)
+    assert len([im for im in images if im.size == SHEET]) == 2 * 2 * CLIPS  # per sample: each action's video and clip
+    assert len([im for im in images if im.size[0] > 400]) == 1  # one plot with both actions' mean curves
+    assert page.index("<h2>Per-frame curves") < page.index("<h2>Scores") < page.index("<h2>Samples side by side")
+    assert 'href="wave/report.html"' in page and 'src="squat/samples/00_clip-0.mp4"' in page
 
     r = run(capsys, "eval", "wave", "--json")  # one action: its summary, reports in the motion's eval folder
     assert r.code == 0, r.err
@@ -255,3 +270,21 @@ def test_compare_and_reports_honour_near_one(tmp_path):
     assert compare([paths[2], half]).rows[0].best == []  # 2x and 0.5x are equally far from 1
     written = write_comparison(compare(paths), tmp_path / "cmp")
     assert "| m/ratio | →1 | 0.05 | **0.8** | 2 |" in written["markdown"].read_text(encoding="utf-8")
+
+
+def test_compare_marks_the_value_closest_to_one_for_a_declared_near_one_metric(tmp_path, capsys):
+    """smoothness declares jump_ratio "near 1": even a metrics.json that recorded "higher is better" ranks by it."""
+    paths = [tmp_path / name / "metrics.json" for name in ("slow", "close", "fast")]
+    for path, value in zip(paths, (0.83, 0.97, 1.6)):
+        write_metrics(path, path.parent.name, {"smoothness/jump_ratio": value, "m/ratio": value},
+                      {"smoothness/jump_ratio": True, "m/ratio": True})
+    r = run(capsys, "eval", "--compare", *paths, "--out", tmp_path / "cmp", "--json")
+    assert r.code == 0, r.err
+    rows = {row["metric"]: row for row in json.loads(r.out)["comparison"]["rows"]}
+    assert rows["smoothness/jump_ratio"]["higher_is_better"] == "near 1"
+    assert rows["smoothness/jump_ratio"]["best"] == ["close"]  # 0.97, not the largest (1.6) nor 0.83
+    assert rows["m/ratio"]["best"] == ["fast"]  # an unregistered metric keeps the direction its file recorded
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+    assert "| smoothness/jump_ratio | →1 | 0.83 | **0.97** | 1.6 |" in markdown
+    page = (tmp_path / "cmp" / "comparison.html").read_text(encoding="utf-8")
+    assert re.search(r"smoothness/jump_ratio</td><td[^>]*>→1</td><td[^>]*>0\.83</td><td class=\"num best\">0\.97</td>", page)

@@ -47,7 +47,7 @@ def eval_(
         results, reports = _evaluate(actions, images, clips, out_dir, set_)
     comparison = None
     if compare_ or len(results) > 1:
-        comparison = compare(results)
+        comparison = compare(results, state.host(state.config(set_)).registry)  # "best" by the metrics' own traits
         written = write_comparison(comparison, out_dir or COMPARISON_DIR)
         reports.update({f"comparison/{kind}": path for kind, path in written.items()})
 

@@ -6,7 +6,7 @@ clip is the ground-truth continuation (``target``) for metrics that need one; wi
 ``config.eval.metrics`` scores every sample; ``metrics.json`` in the output folder records the
 per-sample scores and per-frame series (for plots), their means, each key's direction and the resolved
 config. It is replaced atomically, so a failed run leaves the previous one intact. The rendered videos
-stay in memory on the result, for :mod:`.report` to write.
+and their real clips stay in memory on the result, for :mod:`.report` to write.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class EvalResult:
     higher_is_better: dict[str, Direction] = field(default_factory=dict)  # "metric/key" -> flashctl.directions
     videos: list[np.ndarray] = field(default_factory=list, repr=False)  # (F, H, W, 3) uint8 per sample, if kept
     fps: float = 8.0  # frame rate of ``videos``
+    targets: list[np.ndarray | None] = field(default_factory=list, repr=False)  # (F', H, W, 3) real clip per video
 
 
 @dataclass
@@ -162,6 +163,7 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     prompt = library.manifest(action).prompt
     per_sample: list[dict] = []
     videos: list[np.ndarray] = []
+    targets: list[np.ndarray | None] = []
     directions: dict[str, Direction] = {}
     reporter.start("eval", total=len(samples))
     for label, image, clip in samples:
@@ -179,6 +181,7 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
         per_sample.append({"reference": label, "seed": seed, "scores": scores,
                            "series": frame_series(generated, reference, target)})
         videos.append(frames)
+        targets.append(clip)
         reporter.advance(1, **scores)
     reporter.finish()
 
@@ -210,4 +213,5 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     path = out / METRICS_FILE
     atomic_write(path, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
     reporter.note(f"eval: wrote {path}")
-    return EvalResult(action, per_sample, summary, path, directions, videos, float(getattr(animator, "fps", 8.0)))
+    return EvalResult(action, per_sample, summary, path, directions, videos, float(getattr(animator, "fps", 8.0)),
+                      targets)
