@@ -10,6 +10,7 @@ plugin registry exists.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .validation import render_validation_error
@@ -29,6 +30,12 @@ else:  # pragma: no cover
 
 CONFIG_NAME = "flashctl.toml"
 CONFIG_ENV = "FLASHCTL_CONFIG"
+# The demo motions beside the package in a source checkout (an editable install). They are not package
+# data (a motion's `current` link does not survive a wheel), so an installed wheel has none.
+SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "motions"
+# Component options the embedded default needs: the tiny backbone with the base shipped in its package.
+BUILTIN_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {"backbone": {"animatediff": {"preset": "tiny",
+                                                                                      "base": "shipped"}}}
 
 
 class Section(BaseModel):
@@ -36,7 +43,10 @@ class Section(BaseModel):
 
 
 class LibrarySection(Section):
-    path: str = Field("motions", description="motion library folder, relative to this config file")
+    path: str = Field("motions", description="motion library folder, relative to this config file (with no config "
+                                             "file: the current folder). When no config sets it, `animate` of an "
+                                             "action it lacks reads the demo motions shipped beside the package "
+                                             "(source checkouts only: they are not in the wheel)")
 
 
 class ModelSection(Section):
@@ -82,16 +92,16 @@ class TrainSection(Section):
 class AnimateSection(Section):
     steps: int = Field(20, ge=1, description="denoising steps")
     scheduler: Literal["ddim", "euler", "dpm++"] = Field("ddim", description="diffusers sampler")
-    guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance; 1 = off")
+    guidance_scale: float = Field(4.0, ge=0, description="classifier-free guidance on the action prompt; 1 = off")
     negative_prompt: str = Field("", description="used when guidance_scale > 1")
     seed: int = Field(0, description="same seed, same video")
-    start: Literal["noise", "reference"] = Field("noise", description="later frames start from pure noise, or "
+    start: Literal["noise", "reference"] = Field("reference", description="later frames start from pure noise, or "
                                                  "from the reference noised to the first step (as training saw them)")
     strength: float = Field(1.0, ge=0, le=4, allow_inf_nan=False,
                             description="motion LoRA scale: 1 = as trained, 0 = the base alone (no motion)")
     formats: list[str] = Field(["mp4"], description="output formats (`flashctl plugins --kind video_format`)")
     contact_sheet: bool = Field(True, description="also write a PNG grid of the frames")
-    anchor: bool = Field(False, description="add each frame's decoded change from frame 0 to the exact input image: "
+    anchor: bool = Field(True, description="add each frame's decoded change from frame 0 to the exact input image: "
                                             "frame 0 is the image, still regions keep its pixels")
     out: str = Field("outputs", description="output folder for animate, relative to this config file")
 
@@ -107,7 +117,8 @@ class RuntimeSection(Section):
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype at inference")
     offline: bool = Field(True, description="never go online for weights")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    threads: int = Field(1, ge=0, description="torch CPU threads; 0 = torch's default (tiny models: 1 is steady, "
+                                              "2 on a busy 2-core box run ~10x slower)")
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel: PyTorch SDPA or plain matmul")
     vae_slicing: bool = Field(True, description="decode a few frames at a time at inference (lower peak memory)")
     vae_tiling: bool = Field(False, description="decode large frames in tiles (lower peak memory, slower)")
@@ -130,8 +141,9 @@ class FlashConfig(Section):
     eval: EvalSection = EvalSection()
     runtime: RuntimeSection = RuntimeSection()
     plugins: PluginsSection = PluginsSection()
-    # [options.<kind>.<name>]: each component's own settings, checked in phase two
-    options: dict[str, dict[str, dict[str, Any]]] = {}
+    # [options.<kind>.<name>]: each component's own settings, checked in phase two. A component whose table
+    # the config does not write gets its built-in one (BUILTIN_OPTIONS); a table written replaces it whole.
+    options: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=lambda: copy.deepcopy(BUILTIN_OPTIONS))
 
     # where the config came from; library paths are relative to its folder
     source: str = Field("<defaults>", exclude=True)
@@ -151,6 +163,24 @@ class FlashConfig(Section):
 
     def component_options(self, kind: str, name: str) -> dict[str, Any]:
         return self.options.get(kind, {}).get(name, {})
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _builtin_options(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # the type check names it
+        merged = copy.deepcopy(BUILTIN_OPTIONS)
+        for kind, tables in value.items():
+            merged[kind] = {**merged.get(kind, {}), **tables} if isinstance(tables, dict) else tables
+        return merged
+
+    def fallback_library(self) -> Path | None:
+        """The shipped demo motions (:data:`SHIPPED_LIBRARY`), to read from when no config sets
+        ``library.path`` and the default library lacks an action; None when there is none to fall back to."""
+        if "path" in self.library.model_fields_set or not SHIPPED_LIBRARY.is_dir():
+            return None
+        shipped = SHIPPED_LIBRARY.resolve()
+        return None if shipped == self.library_path() else shipped
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -350,6 +380,8 @@ def validate_components(config: FlashConfig, registry: Any) -> dict[tuple[str, s
             raise ConfigError(f"{where}: options.{kind}: unknown component kind",
                               hint=f"did you mean '{close[0]}'?" if close else f"kinds: {', '.join(registry_kinds())}")
         for name in names:
+            if name not in registry.names(kind) and names[name] == BUILTIN_OPTIONS.get(kind, {}).get(name):
+                continue  # a built-in table for a component whose plugin is not loaded: unused, not a typo
             registry.get(kind, name, where=f"{where}: options.{kind}.{name}")
     parsed = {}
     for kind, name, key in chosen:

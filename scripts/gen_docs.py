@@ -60,9 +60,13 @@ def config_markdown() -> str:
                 parts.append(f"| `{key}` | {typ} | `{sub.default!r}` | {sub.description or ''} |")
             parts.append("")
         else:
-            parts += [f"## {name}", "", f"Default `{field.default!r}`."
+            parts += [f"## {name}", "", f"Default `{field.get_default(call_default_factory=True)!r}`."
                       + (" Tables `[options.<kind>.<name>]` hold each component's own options, validated by that "
-                         "component's options model (see `flashctl plugins`)." if name == "options" else ""), ""]
+                         "component's options model (see `flashctl plugins`). A component whose table the config "
+                         "does not write keeps its built-in one (the default above: the tiny backbone with the "
+                         "base shipped in its package); a table written replaces it whole (an "
+                         "`[options.backbone.animatediff]` without `base` is the random-weight tiny base)."
+                         if name == "options" else ""), ""]
     return "\n".join(parts)
 
 

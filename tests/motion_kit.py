@@ -23,7 +23,7 @@ def tiny_config(root: Path, train: dict | None = None, animate: dict | None = No
         "train": {"steps": 2, "lr": 3e-3, "strong_augment": False, "motion_align": False,
                   "correspondence_align": False, "detail_decoder": False, **(train or {})},
         "animate": {"steps": 2, "formats": ["gif"], **(animate or {})},
-        "options": options or {},
+        "options": {"backbone": {"animatediff": {}}, **(options or {})},  # random weights, not the shipped base
     })
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flashctl.errors import ImageReadError, IncompatibleMotionError, MotionNotTrainedError
+from flashctl.errors import ImageReadError, IncompatibleMotionError, MotionNotTrainedError, OutputPathError
 from flashctl.model import flash
 from flashctl.pipeline.animate import animate, load_animator
 from flashctl.pipeline.train import train
@@ -136,7 +136,8 @@ def test_anchor_cancels_a_constant_decoder_error_and_keeps_the_change():
 def test_anchor_setting_makes_frame_zero_the_input_image(trained, host):
     config, library = trained
     image = np.random.default_rng(3).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    plain = load_animator(config, library, "slide", host).render(image, seed=1)
+    unanchored = config.model_copy(update={"animate": config.animate.model_copy(update={"anchor": False})})
+    plain = load_animator(unanchored, library, "slide", host).render(image, seed=1)
     anchoring = config.model_copy(update={"animate": config.animate.model_copy(update={"anchor": True})})
     anchored = load_animator(anchoring, library, "slide", host).render(image, seed=1)
     assert np.abs(anchored[0].astype(int) - image).max() <= 1  # [-1, 1] round trip
@@ -287,3 +288,57 @@ def test_fit_pad_keeps_the_whole_image():
     assert fit_square(image, 40, "crop")[:, :2].max() == 200  # left edge gone
     padded = fit_square(image, 40, "pad")
     assert padded.shape == (40, 40, 3) and padded[20, 0, 0] < 50 and padded[0, 20, 0] == 200
+
+
+def test_progress_counts_denoising_steps_and_each_result_comes_as_soon_as_it_is_written(trained, host, tmp_path):
+    from flashctl.progress import ListReporter
+
+    config, library = trained  # animate.steps = 2
+    reporter = ListReporter()
+    images = [_save(tmp_path / "a.png"), _save(tmp_path / "b.png", 1)]
+    animate(config, library, "slide", images, tmp_path / "out", host, formats=["gif"], reporter=reporter,
+            on_result=lambda r: reporter.events.append(("result", r.image.name)))
+    events = [(kind, value) for kind, value in reporter.events if kind != "note"]
+    assert events == [("start", ("animate (denoising steps)", 4)),
+                      ("advance", (1, {"image": 1})), ("advance", (1, {"image": 1})), ("result", "a.png"),
+                      ("advance", (1, {"image": 2})), ("advance", (1, {"image": 2})), ("result", "b.png"),
+                      ("finish", None)]
+
+
+def test_sampler_calls_on_step_after_every_step(animator):
+    calls = []
+    animator.render(_image(), seed=0, on_step=lambda i, n: calls.append((i, n)))
+    assert calls == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("fit, size, upscale, shape", [
+    ("crop", None, False, (SIZE, SIZE)), ("crop", 100, False, (100, 100)), ("crop", None, True, (40, 40)),
+    ("pad", 96, False, (80, 96)), ("pad", None, True, (40, 48)), ("stretch", 24, False, (20, 24)),
+    ("stretch", None, True, (40, 48))])
+def test_size_and_upscale_set_the_video_size(trained, host, tmp_path, fit, size, upscale, shape):
+    config, library = trained
+    (result,) = animate(config, library, "slide", [_save(tmp_path / "wide.png")], tmp_path / "out", host,
+                        formats=["gif"], fit=fit, size=size, upscale=upscale)  # wide.png is 48x40
+    with Image.open(result.videos[0]) as gif:
+        assert (gif.height, gif.width) == shape and gif.n_frames == FRAMES
+    with Image.open(result.extras[0]) as sheet:
+        assert sheet.height < 3 * SIZE + 40  # the contact sheet stays at the model's size
+
+
+def test_upscale_with_pad_cuts_the_padding_away():
+    from flashctl.pipeline.animate import output_shape, resize_video
+    from flashctl.video import fit_square
+
+    image = np.zeros((30, 60, 3), np.uint8)
+    image[:, :30] = (200, 40, 40)  # left half red, right half blue: the padding (border median) is neither
+    image[:, 30:] = (40, 40, 200)
+    frames = fit_square(image, 64, "pad")[None].repeat(2, axis=0)  # (2, 64, 64, 3) as the model would return
+    video = resize_video(frames, 30, 60, "pad", output_shape(30, 60, "pad", None, True))
+    assert video.shape == (2, 30, 60, 3)
+    assert np.abs(video[0].astype(int) - image).mean() < 12  # the image back, no padding band left
+
+
+def test_size_and_upscale_together_are_refused(trained, host, tmp_path):
+    config, library = trained
+    with pytest.raises(OutputPathError, match="--size 64 and --upscale"):
+        animate(config, library, "slide", [_save(tmp_path / "a.png")], tmp_path / "out", host, size=64, upscale=True)

@@ -10,7 +10,7 @@ keeps them active through backward too, which gradient checkpointing re-runs for
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +67,11 @@ def training_loss(backbone: Backbone, batch_latents: torch.Tensor, prompt_emb: t
 @torch.no_grad()
 def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
                    steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None, start: str = "noise") -> torch.Tensor:
+                   generator: torch.Generator | None = None, start: str = "noise",
+                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Denoise ``frames`` latents whose frame 0 is ``reference_latent`` ``(B, c, h, w)`` -> ``(B, F, c, h, w)``.
+
+    ``on_step(i, total)`` is called after each denoising step (``i`` = 1..total), for progress.
 
     ``start``: ``"noise"`` starts every later frame from pure noise; ``"reference"`` from the reference latent
     noised to the first timestep, which is what training showed the denoiser there: a schedule whose last
@@ -92,7 +95,8 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
     else:
         raise ValueError(f"start must be 'noise' or 'reference', not {start!r}")
     latents = torch.cat([ref, latents[:, 1:]], dim=1)  # (B, F, c, h, w)
-    for t in scheduler.timesteps:
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(timesteps):
         model_in = torch.cat([ref, scheduler.scale_model_input(latents, t)[:, 1:]], dim=1)
         if guided:
             model_in = torch.cat([model_in, model_in])  # (2B, F, c, h, w)
@@ -102,20 +106,24 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
             pred = uncond + guidance_scale * (cond - uncond)
         latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
         latents = torch.cat([ref, latents[:, 1:]], dim=1)  # re-impose the reference
+        if on_step is not None:
+            on_step(i + 1, len(timesteps))
     return latents
 
 
 @torch.no_grad()
 def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
            steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
-           generator: torch.Generator | None = None, anchor: bool = False, start: str = "noise") -> torch.Tensor:
+           generator: torch.Generator | None = None, anchor: bool = False, start: str = "noise",
+           on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it.
 
     ``anchor``: return :func:`anchor_to_reference` of the decoded video (frame 0 is the image itself).
+    ``on_step(i, total)``: called after each denoising step (:func:`sample_latents`).
     """
     reference_latent = backbone.encode_video(reference_image[:, None])[:, 0]  # (B, c, h, w)
     latents = sample_latents(backbone, reference_latent, prompt_emb, frames, steps, scheduler, guidance_scale,
-                             negative_emb, generator, start)
+                             negative_emb, generator, start, on_step)
     reference_image = reference_image.to(backbone.device, backbone.dtype)
     video = decoder.decode(latents, reference_image)  # (B, F, 3, H, W)
     return anchor_to_reference(video, reference_image) if anchor else video

@@ -11,7 +11,7 @@ orchestrate: clips, progress, the library's atomic swap.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -95,13 +95,14 @@ class MotionModel:
 
     @torch.no_grad()
     def sample(self, reference: torch.Tensor, prompt_emb: torch.Tensor, frames: int, settings: AnimateSection,
-               negative_emb: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+               negative_emb: torch.Tensor | None, generator: torch.Generator,
+               on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Animate ``reference`` ``(B, 3, H, W)`` in [-1, 1] -> ``(B, F, 3, H, W)`` with ``[animate]``'s sampler
-        settings (steps, scheduler, guidance, anchoring, start)."""
+        settings (steps, scheduler, guidance, anchoring, start); ``on_step(i, total)`` after each denoising step."""
         scheduler = self.backbone.objective.sampler(settings.scheduler)
         return flash.sample(self.backbone, self.decoder, reference, prompt_emb, frames, settings.steps, scheduler,
                             settings.guidance_scale, negative_emb, generator, anchor=settings.anchor,
-                            start=settings.start)
+                            start=settings.start, on_step=on_step)
 
     # -- saving and loading --------------------------------------------------------------------
 

@@ -44,10 +44,12 @@ class Animator:
         self.frames, self.size, self.fps = int(weights["frames"]), int(weights["size"]), float(weights["fps"])
         self.prompt_emb, self.negative_emb = prompt_emb, negative_emb
 
-    def render(self, image: np.ndarray, seed: int, fit: str = "crop") -> np.ndarray:
+    def render(self, image: np.ndarray, seed: int, fit: str = "crop",
+               on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
         """``(H, W, 3)`` uint8 -> ``(F, S, S, 3)`` uint8 video of the motion starting at the image.
 
         ``fit`` makes a non-square image square: ``crop`` (centre), ``pad`` or ``stretch`` (:func:`fit_square`).
+        ``on_step(i, total)`` is called after each denoising step.
         """
         import torch
 
@@ -55,7 +57,7 @@ class Animator:
 
         reference = frames_to_tensor(fit_square(image, self.size, fit)[None])  # (1, 3, S, S)
         video = self.model.sample(reference, self.prompt_emb, self.frames, self.settings, self.negative_emb,
-                                  torch.Generator().manual_seed(seed))  # (1, F, 3, S, S)
+                                  torch.Generator().manual_seed(seed), on_step)  # (1, F, 3, S, S)
         return tensor_to_frames(video[0].float().cpu())
 
 
@@ -79,8 +81,8 @@ def load_animator(config: FlashConfig, library: MotionLibrary, action: str, host
 
 def animate(config: FlashConfig, library: MotionLibrary, action: str, images: list[Path], out_dir: Path, host: PluginHost, *,
             reporter: Reporter = NullReporter(), formats: list[str] | None = None,
-            seed: int | None = None, fit: str = "crop", overwrite: bool = False,
-            on_result: Callable[[AnimateResult], None] | None = None) -> list[AnimateResult]:
+            seed: int | None = None, fit: str = "crop", overwrite: bool = False, size: int | None = None,
+            upscale: bool = False, on_result: Callable[[AnimateResult], None] | None = None) -> list[AnimateResult]:
     """Render every image with one model load; write ``<out_dir>/<name>.<ext>`` per format (+ contact sheet).
 
     ``out_dir`` named like a file of a known video format (``clip.mp4``, ``clip.gif``, ``clip.png``) and
@@ -89,6 +91,10 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
     input (``coffee.jpg`` and ``coffee.webp`` -> ``coffee`` and ``coffee-webp``); an existing output is
     replaced only with ``overwrite``, else the next free ``NAME-1``, ``NAME-2``... is used and a note
     says so. ``on_result`` is called as soon as each image's files are written.
+
+    Videos come at the model's native size unless ``size`` (the long side, in pixels) or ``upscale`` (the
+    input image's size) asks for another: see :func:`output_shape` and :func:`resize_video`. Contact
+    sheets stay at the model's size. Progress is reported in denoising steps, over all images.
     """
     from ..files import atomic_write
     from ..video import contact_sheet, describe_fit, read_image
@@ -103,6 +109,10 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
             raise OutputPathError(f"-o {out} names a {file_format} file, but --format {' '.join(formats)} was asked for",
                                   hint="drop --format, or name the file with its extension")
         formats = [file_format]
+    if size is not None and upscale:
+        raise OutputPathError(f"--size {size} and --upscale both set the output size", hint="pass one of them")
+    if size is not None and size < 8:
+        raise OutputPathError(f"--size {size}: too small", hint="pass the long side in pixels, 8 or more")
     formats = list(formats or config.animate.formats)
     writers = [_writer(host, config, name) for name in formats]  # unknown formats fail before any work
     sources = [(Path(p), read_image(Path(p))) for p in images]  # unreadable images fail before the model loads
@@ -119,23 +129,60 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
     animator = load_animator(config, library, action, host, reporter)
     seed = config.animate.seed if seed is None else seed
     results = []
-    reporter.start("animate", total=len(sources))
-    for (path, image), base in zip(sources, bases):
+    steps = animator.settings.steps
+    reporter.start("animate (denoising steps)", total=len(sources) * steps)
+    for number, ((path, image), base) in enumerate(zip(sources, bases), 1):
         t0 = time.perf_counter()
         change = describe_fit(image.shape[0], image.shape[1], fit)
         if change is not None:
             reporter.note(f"{path}: {change}")
-        frames = animator.render(image, seed, fit)  # (F, S, S, 3) uint8
-        videos = [Path(write(Path(f"{base}{ext}"), frames, animator.fps)) for write, ext in writers]
+        frames = animator.render(image, seed, fit, lambda i, n: reporter.advance(1, image=number))  # (F, S, S, 3)
+        shape = output_shape(image.shape[0], image.shape[1], fit, size, upscale)
+        video = frames if shape is None else resize_video(frames, image.shape[0], image.shape[1], fit, shape)
+        videos = [Path(write(Path(f"{base}{ext}"), video, animator.fps)) for write, ext in writers]
         extras = []
         if sheets:
             extras.append(atomic_write(Path(f"{base}_sheet.png"), _png_bytes(contact_sheet(frames))))
         results.append(AnimateResult(path, videos, extras, len(frames), time.perf_counter() - t0))
         if on_result is not None:
             on_result(results[-1])
-        reporter.advance(1)
     reporter.finish()
     return results
+
+
+def output_shape(height: int, width: int, fit: str, size: int | None, upscale: bool) -> tuple[int, int] | None:
+    """The (height, width) of the output video for a ``height`` x ``width`` input; None = the model's square.
+
+    ``size`` is the long side; ``upscale`` takes the input's own size (its long side; with ``crop``, the side
+    of the centre square the model saw). ``crop`` gives a square; ``pad`` and ``stretch`` the input's aspect
+    ratio (the padding is cut away, the stretch undone).
+    """
+    if size is None and not upscale:
+        return None
+    long = size if size is not None else (min(height, width) if fit == "crop" else max(height, width))
+    if fit == "crop" or height == width:
+        return long, long
+    scale = long / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_video(frames: np.ndarray, height: int, width: int, fit: str, shape: tuple[int, int]) -> np.ndarray:
+    """``(F, S, S, 3)`` uint8 frames of a ``height`` x ``width`` input made with ``fit`` -> ``(F, *shape, 3)``.
+
+    Plain resampling (PIL's Lanczos filter, frame by frame): no detail is invented. ``pad`` scales the padded
+    square so the image inside it is ``shape``, then cuts the padding away (:func:`flashctl.video.fit_square`
+    centres the image).
+    """
+    from PIL import Image
+
+    out_h, out_w = shape
+    if fit == "stretch" or fit == "crop" or height == width:
+        canvas, top, left = (out_w, out_h), 0, 0
+    else:
+        side = max(out_h, out_w)
+        canvas, top, left = (side, side), (side - out_h) // 2, (side - out_w) // 2
+    resized = [np.asarray(Image.fromarray(f).resize(canvas, Image.Resampling.LANCZOS)) for f in frames]
+    return np.stack(resized)[:, top:top + out_h, left:left + out_w]  # (F, out_h, out_w, 3)
 
 
 def output_file_format(out: Path, host: PluginHost) -> str | None:
