@@ -96,9 +96,10 @@ def train_steps(backbone: Any, size: dict[str, Any], device: str) -> dict[str, A
     """Paired MAM training steps (LoRA rank 8, gradient checkpointing, AdamW) on random latents."""
     from flashctl.model.flash import training_loss
     from flashctl.model.lora import add_motion_lora
-    from flashctl.model.motion_alignment import MamOptions, aligned, install_mam
+    from flashctl.config import MamSection
+    from flashctl.model.motion_alignment import aligned, install_mam
 
-    mam = MamOptions()
+    mam = MamSection(motion_align=True, correspondence_align=True)
     params = add_motion_lora(backbone, 8, 8.0)
     layers = install_mam(backbone, mam)
     backbone.unet.enable_gradient_checkpointing()

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = {  # name -> [train] switches; batch_size is set from --clips
-    "#1 plain": {"strong_augment": False, "motion_align": False, "correspondence_align": False},
-    "#2 augment": {"strong_augment": True, "motion_align": False, "correspondence_align": False},
-    "#5 MAM": {"strong_augment": True, "motion_align": True, "correspondence_align": True},
+    "#1 plain": {"strong_augment": False, "mam": {"motion_align": False, "correspondence_align": False}},
+    "#2 augment": {"strong_augment": True, "mam": {"motion_align": False, "correspondence_align": False}},
+    "#5 MAM": {"strong_augment": True, "mam": {"motion_align": True, "correspondence_align": True}},
 }
 TARGET = 1.15
 

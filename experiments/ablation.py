@@ -19,6 +19,10 @@ the motion's denoising loss on the held-out clips over the base alone's (``exper
 same on as many training clips: a train ratio far below the held-out one is a motion that fits the
 training people only.
 
+``--reuse-from DIR`` scores motions an earlier ablation folder already trained (same action, row and seed:
+its ``projects/<action>/motions/<name>`` is copied here) instead of training them again, e.g. after a
+sampler or metric change; rows it does not have are trained as usual.
+
 Every finished (action, row, seed) is appended to ``runs.jsonl`` and skipped when the command runs
 again, so a long ablation resumes row by row; ``ablation.json`` and ``ablation.md`` (mean ± std over
 seeds of every metric in ``[eval] metrics`` of the project config, or ``--metrics``) are rewritten
@@ -50,6 +54,7 @@ from flashctl.progress import NullReporter
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "experiments" / "results" / "ablation"
 SWITCHES = ("strong_augment", "motion_align", "correspondence_align", "detail_decoder")
+MAM_SWITCHES = ("motion_align", "correspondence_align")  # under [train.mam]
 RUNS_FILE = "runs.jsonl"
 LOSS_BANDS = {"structure": lambda t: t >= 700, "detail": lambda t: t <= 300}
 
@@ -73,7 +78,8 @@ class Variant:
     def overrides(self) -> list[str]:
         """The config overrides that train (or, for ``base``, sample) this row (``section.key=value``)."""
         decoder = "detail-enhance" if self.detail_decoder else "vae"  # the stock decode unless DED is on
-        switches = [f"train.{key}={str(getattr(self, key)).lower()}" for key in SWITCHES]
+        switches = [f"train.{'mam.' if key in MAM_SWITCHES else ''}{key}={str(getattr(self, key)).lower()}"
+                    for key in SWITCHES]
         return switches + [f'model.decoder="{decoder}"'] + (["animate.strength=0"] if self.row == "base" else [])
 
     def marks(self) -> str:
@@ -193,14 +199,19 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
     try:
         if library.exists(name):
             library.remove(name)
-        prepare(config, library, name, [config_path.parent / "clips" / "train"], ACTIONS[action].prompt, reporter)
+        reused = reuse_motion(args.reuse_from, action, name, library) if args.reuse_from else None
+        if reused is None:
+            prepare(config, library, name, [config_path.parent / "clips" / "train"], ACTIONS[action].prompt, reporter)
         animator = FrozenAnimator(args.frames, args.size) if variant.row == "frozen" else None
-        if variant.row != "frozen":
+        if reused is not None:
+            record.update(reused_from=str(reused), **reused_record(args.reuse_from, action, variant, seed))
+        if variant.row != "frozen" and reused is None:
             t0 = time.perf_counter()
             # the base row trains one step only to have a motion to load; strength 0 then removes it entirely
             trained = train(config, library, name, host, reporter=reporter, steps=None if variant.trained else 1)
             if variant.trained:
                 record.update(train_s=time.perf_counter() - t0, final_loss=trained.final_loss)
+        if variant.row != "frozen":
             animator = load_animator(config, library, name, host)  # one load for the eval and the loss probes
         t0 = time.perf_counter()
         result = evaluate(config, library, name, host, clips=heldout, reporter=reporter, animator=animator,
@@ -220,6 +231,27 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
     record["higher_is_better"] = result.higher_is_better
     record["metrics_json"] = str(result.path)
     return record
+
+
+def reuse_motion(source: Path, action: str, name: str, library: Any) -> Path | None:
+    """Copy ``name``, trained in the ablation folder ``source``, into ``library``; its path there, or None."""
+    import shutil
+
+    from flashctl.library import MotionLibrary
+
+    theirs = MotionLibrary(project_dir(Path(source), action) / "motions")
+    if not theirs.is_trained(name):
+        return None
+    shutil.copytree(theirs.path(name), library.path(name), symlinks=True, ignore=shutil.ignore_patterns(".cache"))
+    return theirs.path(name)
+
+
+def reused_record(source: Path, action: str, variant: Variant, seed: int) -> dict[str, Any]:
+    """The training figures (``train_s``, ``final_loss``) ``source``'s runs.jsonl recorded for this row."""
+    for record in load_runs(Path(source)):
+        if (record["action"], record["row"], record["seed"]) == (action, variant.row, seed):
+            return {k: record[k] for k in ("train_s", "final_loss") if k in record}
+    return {}
 
 
 def recognition(videos: list[np.ndarray], clips: list[Path], action: str) -> float:
@@ -380,6 +412,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--animate-steps", type=int, default=20, help="denoising steps when evaluating")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (resumed if it has runs.jsonl)")
+    p.add_argument("--reuse-from", type=Path, default=None,
+                   help="an earlier ablation folder: score the motions it trained instead of training them again")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 2 held-out clips, 8 frames at 32 px")
     return settings(p.parse_args(argv))
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .validation import render_validation_error
@@ -51,7 +51,8 @@ class LibrarySection(Section):
 
 class ModelSection(Section):
     backbone: str = Field("animatediff", description="video diffusion backbone (`flashctl plugins --kind backbone`)")
-    decoder: str = Field("detail-enhance", description="latent decoder (`flashctl plugins --kind decoder`)")
+    decoder: str = Field("vae", description="latent decoder (`flashctl plugins --kind decoder`); \"detail-enhance\" "
+                                            "= FLASH's Detail Enhancement Decoder (with train.detail_decoder)")
 
 
 class PrepareSection(Section):
@@ -62,11 +63,64 @@ class PrepareSection(Section):
     max_clips: int = Field(16, ge=1, description="more clips than this is a warning")
 
 
+MOVED_TO_MAM = {"motion_align": "motion_align", "correspondence_align": "correspondence_align",
+                "donor_grad": "donor_grad", "lambda_motion": "lambda_motion", "lambda_corr": "lambda_corr",
+                "mam_layers": "layers"}  # old [train] keys -> their [train.mam] names
+
+
+class MamSection(Section):
+    """``[train.mam]``: the Motion Alignment Module. It aligns the augmented copy of each clip with its original
+    (``train.strong_augment`` makes the copies); with both alignments off, the copies are plain extra examples."""
+
+    motion_align: bool = Field(False, description="align motion in temporal attention: the augmented copy keeps its "
+                                                  "appearance and takes the original's motion")
+    correspondence_align: bool = Field(False, description="align correspondences: the original's cross-frame "
+                                                          "attention aggregates the augmented copy's values")
+    donor_grad: bool = Field(True, description="gradients flow through the original clip's donated features")
+    lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
+    lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
+    layers: str | list[str] | None = Field(None, description="regex (or list) searched in attention-processor names; "
+                                                             "only matching layers are aligned (None = all)")
+
+    @field_validator("layers")
+    @classmethod
+    def _compiles(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for pattern in [value] if isinstance(value, str) else value or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+        return value
+
+    @property
+    def aligns(self) -> bool:
+        return self.motion_align or self.correspondence_align
+
+    @property
+    def augmented_weight(self) -> float:
+        """Weight of L(x~): lambda_m + lambda_c over the alignments that are on; 1 when none is (#2)."""
+        if not self.aligns:
+            return 1.0
+        return self.lambda_motion * self.motion_align + self.lambda_corr * self.correspondence_align
+
+    def patterns(self) -> list[str] | None:
+        return [self.layers] if isinstance(self.layers, str) else self.layers
+
+    def selects(self, name: str) -> bool:
+        patterns = self.patterns()
+        return patterns is None or any(re.search(p, name) for p in patterns)
+
+
 class TrainSection(Section):
-    steps: int = Field(200, ge=1, description="optimizer steps")
+    """``[train]``. The defaults are the project recipe for actions the base never saw (docs/results.md): plain
+    fine-tuning (ablation row #1), 600 steps at lr 2e-3. Full FLASH (#6) = ``strong_augment``, both
+    ``[train.mam]`` alignments and ``detail_decoder`` (with ``model.decoder = "detail-enhance"``)."""
+
+    steps: int = Field(600, ge=1, description="optimizer steps of the motion LoRA (the decoder fit and the preview "
+                                              "come after them)")
     batch_size: int = Field(1, ge=1, description="clips per step")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = Field(1e-4, gt=0, le=1, description="AdamW learning rate")
+    lr: float = Field(2e-3, gt=0, le=1, description="AdamW learning rate")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
     seed: int = Field(0, description="seed for noise, timesteps and augmentations")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
@@ -76,17 +130,46 @@ class TrainSection(Section):
     lora_alpha: float = Field(8.0, gt=0, description="LoRA scale numerator")
     lora_extra_targets: list[str] = Field([], description="module-name regexes that also get LoRA, besides the "
                                                           "backbone's temporal and cross-frame-query targets")
-    strong_augment: bool = Field(True, description="train on strongly re-coloured copies too (ablation #2+)")
+    strong_augment: bool = Field(False, description="also train on strongly re-coloured copies (ablation #2+)")
     augmentations: list[str] = Field(["color-jitter", "hue-rotate", "channel-shuffle", "grayscale", "invert"],
                                      description="motion-preserving augmentations drawn from, one per clip")
-    motion_align: bool = Field(True, description="MAM motion alignment in temporal attention")
-    correspondence_align: bool = Field(True, description="MAM correspondence alignment in cross-frame attention")
-    detail_decoder: bool = Field(True, description="fit the Detail Enhancement Decoder")
-    lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
-    lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
-    donor_grad: bool = Field(True, description="let gradients flow through the original clip's donated features")
-    mam_layers: str | list[str] | None = Field(None, description="regex (or list) of attention-processor names MAM "
-                                                                "replaces; None = every temporal and cross-frame layer")
+    detail_decoder: bool = Field(False, description="fit the Detail Enhancement Decoder (ablation #6)")
+    trackers: list[str] = Field([], description="experiment trackers to log to (`flashctl plugins --kind tracker`)")
+    mam: MamSection = Field(MamSection(), description="the Motion Alignment Module ([train.mam])")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        moved = [k for k in MOVED_TO_MAM if isinstance(data, dict) and k in data]
+        if moved:
+            key = moved[0]
+            raise ValueError(f"'{key}' moved to [train.mam]: write it as train.mam.{MOVED_TO_MAM[key]}"
+                             f" (in TOML: a [train.mam] table with {MOVED_TO_MAM[key]} = {data[key]!r})")
+        return data
+
+    @model_validator(mode="after")
+    def _mam_is_possible(self) -> TrainSection:
+        mam = self.mam
+        on = [f"train.mam.{k}" for k in ("motion_align", "correspondence_align") if getattr(mam, k)]
+        if on and not self.strong_augment:
+            verb = "need" if len(on) > 1 else "needs"
+            raise ValueError(f"{' and '.join(on)} = true {verb} train.strong_augment = true (MAM aligns the "
+                             "augmented copy of each clip); or turn the alignments off for plain fine-tuning (#1)")
+        if on and mam.augmented_weight == 0:
+            lambdas = [f"train.mam.{k}" for k, flag in (("lambda_motion", mam.motion_align),
+                                                         ("lambda_corr", mam.correspondence_align)) if flag]
+            raise ValueError(f"{' and '.join(lambdas)} = 0: the aligned branch ({', '.join(on)}) would get no weight; "
+                             "raise the lambda or turn the alignment off")
+        return self
+
+    @property
+    def ablation_row(self) -> str:
+        """The METHOD.md ablation row ``#1``..``#6`` these switches train, or ``custom``."""
+        switches = (self.strong_augment, self.mam.motion_align, self.mam.correspondence_align, self.detail_decoder)
+        rows = {(False, False, False, False): "#1", (True, False, False, False): "#2",
+                (True, True, False, False): "#3", (True, False, True, False): "#4",
+                (True, True, True, False): "#5", (True, True, True, True): "#6"}
+        return rows.get(switches, "custom")
 
 
 class AnimateSection(Section):
@@ -103,6 +186,9 @@ class AnimateSection(Section):
     contact_sheet: bool = Field(True, description="also write a PNG grid of the frames")
     anchor: bool = Field(True, description="add each frame's decoded change from frame 0 to the exact input image: "
                                             "frame 0 is the image, still regions keep its pixels")
+    anchor_tolerance: float = Field(0.2, ge=0, le=2, description="per-pixel change from frame 0 (in [-1, 1] units) "
+                                    "up to which a pixel counts as still and is anchored; moving pixels keep the "
+                                    "decoded frame (0 = anchor every pixel, which pins a ghost of the first pose)")
     out: str = Field("outputs", description="output folder for animate, relative to this config file")
 
 

@@ -57,6 +57,7 @@ def render_validation_error(exc: ValidationError, source: str, model: type[BaseM
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key", _suggest(str(loc[-1]), _model_at(model, loc)) or "remove it"
     message = err["msg"].removeprefix("Value error, ")
-    got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+    shown = err["type"] == "missing" or isinstance(err.get("input"), dict)  # a whole table is no value to show
+    got = "" if shown else f" (got {err.get('input')!r})"
     hint = hint or ("fix the value" if len(errors) == 1 else f"{len(errors)} problems; fix this one first")
     return f"{where}: {message[:1].lower()}{message[1:]}{got}", hint

@@ -15,13 +15,13 @@ FRAMES, SIZE, FPS = 4, 32, 8.0
 
 
 def tiny_config(root: Path, train: dict | None = None, animate: dict | None = None,
-                options: dict | None = None) -> FlashConfig:
+                options: dict | None = None, model: dict | None = None) -> FlashConfig:
     """Config for the tiny backbone on 4 frames of 32 px, with the library in ``root/motions``."""
     return FlashConfig.model_validate({
         "source": str(root / "flashctl.toml"),
+        "model": model or {},
         "prepare": {"frames": FRAMES, "size": SIZE, "fps": FPS},
-        "train": {"steps": 2, "lr": 3e-3, "strong_augment": False, "motion_align": False,
-                  "correspondence_align": False, "detail_decoder": False, **(train or {})},
+        "train": {"steps": 2, "lr": 3e-3, "strong_augment": False, "detail_decoder": False, **(train or {})},
         "animate": {"steps": 2, "formats": ["gif"], **(animate or {})},
         "options": {"backbone": {"animatediff": {}}, **(options or {})},  # random weights, not the shipped base
     })

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from flashctl.config import load_config
-from flashctl.model.motion_alignment import ablation_row
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "ablation.py"
 
@@ -44,8 +43,8 @@ def test_variant_overrides_set_the_rows_switches(ablation, project, row):
     args = ablation.parse(["--steps", "7", "--animate-steps", "3", "--guidance", "2.5", "--metrics", "smoothness"])
     config = ablation.variant_config(project, variant, seed=5, args=args)
     t = config.train
-    assert (t.strong_augment, t.motion_align, t.correspondence_align, t.detail_decoder) == METHOD_TABLE[row]
-    assert ablation_row(t) == row  # the library agrees which row this config trains
+    assert (t.strong_augment, t.mam.motion_align, t.mam.correspondence_align, t.detail_decoder) == METHOD_TABLE[row]
+    assert t.ablation_row == row  # the library agrees which row this config trains
     assert config.model.decoder == ("detail-enhance" if row == "#6" else "vae")
     assert (t.steps, t.seed, config.animate.seed, config.animate.steps) == (7, 5, 5, 3)
     assert config.animate.guidance_scale == 2.5 and config.animate.strength == 1.0
@@ -111,3 +110,15 @@ def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path,
     lines = (out / ablation.RUNS_FILE).read_text().splitlines()
     assert ablation.main(argv) == 0  # every run is recorded: nothing is trained again
     assert (out / ablation.RUNS_FILE).read_text().splitlines() == lines
+    # a sampler change: score the same trained motions again in a new folder, without training them again
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr("flashctl.pipeline.train.train", lambda *a, **k: pytest.fail("a reused row was retrained"))
+    again = ["--quick", "--rows", "1", "6", "--out", "again", "--metrics", "smoothness", "--reuse-from", "out"]
+    try:
+        assert ablation.main(again) == 0
+    finally:
+        monkeypatch.undo()
+    runs = [json.loads(line) for line in (tmp_path / "again" / ablation.RUNS_FILE).read_text().splitlines()]
+    first = {r["row"]: r for r in map(json.loads, lines)}
+    assert [r["row"] for r in runs] == ["#1", "#6"] and not [r for r in runs if "error" in r]
+    assert all(r["reused_from"].endswith(r["motion"]) and r["train_s"] == first[r["row"]]["train_s"] for r in runs)

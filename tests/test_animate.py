@@ -9,6 +9,7 @@ from flashctl.errors import ImageReadError, IncompatibleMotionError, MotionNotTr
 from flashctl.model import flash
 from flashctl.pipeline.animate import animate, load_animator
 from flashctl.pipeline.train import train
+from flashctl.video import GUTTER, LABEL_BAND
 from motion_kit import FRAMES, SIZE, make_action, synthetic_clips, tiny_config
 
 
@@ -110,6 +111,9 @@ def test_animate_writes_each_format_and_a_contact_sheet(trained, host, tmp_path)
         assert sorted(p.name for p in r.outputs) == sorted([f"{image.stem}.gif", f"{image.stem}_sheet.png"])
         assert all(p.is_file() and p.stat().st_size > 0 for p in r.outputs)
         assert Image.open(tmp_path / "out" / f"{image.stem}.gif").n_frames == FRAMES
+        sheet = np.asarray(Image.open(tmp_path / "out" / f"{image.stem}_sheet.png"))  # source line, frames, indices
+        assert sheet.shape == (LABEL_BAND + SIZE + LABEL_BAND, FRAMES * (SIZE + GUTTER) - GUTTER, 3)
+        assert (sheet[:LABEL_BAND] < 128).any()  # "person0.png · slide" is written above the frames
 
 
 def test_unreadable_image_fails_before_anything_is_written(trained, host, tmp_path):
@@ -131,6 +135,20 @@ def test_anchor_cancels_a_constant_decoder_error_and_keeps_the_change():
     assert torch.equal(anchored[:, 0], reference)
     assert torch.allclose(anchored[:, 1], reference, atol=1e-6)
     assert torch.allclose(anchored[:, 2] - reference, motion[:, 2], atol=1e-6)
+
+
+def test_soft_anchor_keeps_moving_pixels_decoded_and_still_ones_exact():
+    reference = torch.rand(1, 3, 16, 16) - 0.5  # (B, 3, H, W)
+    drift = torch.tensor([0.1, -0.05, 0.02]).view(1, 1, 3, 1, 1)
+    motion = torch.zeros(1, 3, 3, 16, 16)
+    motion[:, 2, :, 10:14, 10:14] = 0.8  # a large change in one corner of frame 2
+    decoded = reference[:, None] + drift + motion  # (B, F, 3, H, W)
+    soft = flash.anchor_to_reference(decoded, reference, tolerance=0.2)
+    assert torch.equal(soft[:, 0], reference)
+    torch.testing.assert_close(soft[:, 2, :, :4, :4], reference[:, :, :4, :4])  # still: drift cancelled
+    torch.testing.assert_close(soft[:, 2, :, 11:13, 11:13], decoded[:, 2, :, 11:13, 11:13].clamp(-1, 1),
+                               atol=1e-3, rtol=0)  # moving: the decoded pixels, no frame-0 ghost added back
+    assert torch.equal(flash.anchor_to_reference(decoded, reference, 0.0), flash.anchor_to_reference(decoded, reference))
 
 
 def test_anchor_setting_makes_frame_zero_the_input_image(trained, host):

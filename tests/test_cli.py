@@ -116,7 +116,7 @@ def test_config_show_prints_valid_toml_and_sources(tmp_path, capsys, monkeypatch
     data = tomllib.loads(r.out)
     assert data["animate"]["steps"] == 4
     assert f"steps = 9  # {tmp_path / 'flashctl.toml'}" in r.out
-    assert "steps = 4  # --set" in r.out and "lr = 0.0001  # default" in r.out
+    assert "steps = 4  # --set" in r.out and "lr = 0.002  # default" in r.out
 
 
 def test_flashctl_config_env_beats_the_walk(tmp_path, capsys, monkeypatch):

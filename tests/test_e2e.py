@@ -19,9 +19,18 @@ frames = {FRAMES}
 size = 32
 fps = 8.0
 
+[model]
+decoder = "detail-enhance"
+
 [train]
 steps = 2
 augmentations = ["tint"]
+strong_augment = true
+detail_decoder = true
+
+[train.mam]                # full FLASH (ablation #6)
+motion_align = true
+correspondence_align = true
 
 [animate]
 steps = 2
@@ -105,13 +114,13 @@ def test_guidance_option_changes_the_video_and_1_is_off(project, capsys):
     assert run(capsys, "prepare", "wave", "--clips", project / "clips", "--prompt", "x").code == 0
     assert run(capsys, "train", "wave").code == 0
     sheets = {}
-    for name, extra in (("default", []), ("off", ["--guidance", "1"]), ("strong", ["-g", "5"])):
+    for name, extra in (("default", []), ("four", ["--guidance", "4"]), ("off", ["-g", "1"])):
         r = run(capsys, "animate", "--action", "wave", "--image", project / "actor.png", "--out", project / name,
                 "--format", "gif", *extra)
         assert r.code == 0, r.err
         sheets[name] = np.asarray(Image.open(project / name / "actor_sheet.png"))
-    assert np.array_equal(sheets["default"], sheets["off"])  # this project's animate.guidance_scale is 1
-    assert not np.array_equal(sheets["off"], sheets["strong"])
+    assert np.array_equal(sheets["default"], sheets["four"])  # the built-in animate.guidance_scale is 4
+    assert not np.array_equal(sheets["off"], sheets["four"])
 
 
 def test_bad_inputs_through_the_cli(project, capsys):

@@ -29,6 +29,7 @@ fps = 8.0
 
 [train]
 lr = 3e-3
+strong_augment = true
 augmentations = ["color-jitter", "invert"]
 detail_decoder = false
 checkpoint_every = 1
@@ -36,7 +37,11 @@ checkpoint_every = 1
 [animate]
 steps = 2
 formats = ["gif"]
-"""  # MAM on (strong_augment, motion_align, correspondence_align default to true)
+
+[train.mam]
+motion_align = true
+correspondence_align = true
+"""  # MAM on
 
 CRASH = """\
 import sys

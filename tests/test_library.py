@@ -94,12 +94,12 @@ def test_names_exists_require(lib):
 def test_manifest_round_trip(lib):
     tricky = 'say "hi"\\ \n\ttab, ünïcode 🎬 and \x7f'
     make_action(lib, "kick", description=tricky, tags=["sport", "leg"],
-                train={"steps": 50, "lr": 1e-5, "augmentations": ["invert", "grayscale"], "motion_align": False})
+                train={"steps": 50, "lr": 1e-5, "augmentations": ["invert", "grayscale"], "mam": {"motion_align": False}})
     text = (lib.path("kick") / "motion.toml").read_text()
     assert text.startswith("# motion.toml: written once by `flashctl prepare`")
     manifest = lib.manifest("kick")
     assert manifest.description == tricky and manifest.tags == ["sport", "leg"]
-    assert manifest.train == {"steps": 50, "lr": 1e-5, "augmentations": ["invert", "grayscale"], "motion_align": False}
+    assert manifest.train == {"steps": 50, "lr": 1e-5, "augmentations": ["invert", "grayscale"], "mam": {"motion_align": False}}
     assert [c.file for c in manifest.clips] == ["clips/a.mp4", "clips/b.mp4"]
 
 

@@ -14,10 +14,13 @@ from flashctl.errors import ConfigError
 from flashctl.model import flash
 from flashctl.model.cross_frame import CrossFrameAttnProcessor
 from flashctl.model.lora import add_motion_lora
-from flashctl.model.motion_alignment import (CorrespondenceAlignProcessor, MamOptions, MotionAlignProcessor,
-                                             ablation_row, aligned, install_mam, mam_options, uninstall_mam)
+from flashctl.config import MamSection
+from flashctl.model.motion_alignment import (CorrespondenceAlignProcessor, MotionAlignProcessor, aligned, install_mam,
+                                             uninstall_mam)
 
 from flashctl_animatediff import AnimateDiffOptions
+
+BOTH = {"motion_align": True, "correspondence_align": True}
 from flashctl_animatediff.backbone import build_backbone
 
 B, FRAMES, LATENT = 2, 3, 4
@@ -64,14 +67,14 @@ def _capture(module: torch.nn.Module, store: dict, key: str, output: bool = Fals
 
 def test_installed_but_inactive_is_the_stock_model_and_uninstall_restores_it(mam):
     backbone = mam.backbone
-    layers = install_mam(backbone, MamOptions())
+    layers = install_mam(backbone, MamSection(**BOTH))
     processors = backbone.unet.attn_processors
     assert {n for n, p in processors.items() if isinstance(p, MotionAlignProcessor)} == set(backbone.temporal_attention)
     assert {n for n, p in processors.items()
             if isinstance(p, CorrespondenceAlignProcessor)} == set(backbone.spatial_attention)
     assert set(layers) == set(backbone.temporal_attention) | set(backbone.spatial_attention)
     torch.testing.assert_close(_denoise(mam, active=False), mam.stock, atol=1e-5, rtol=0)
-    install_mam(backbone, MamOptions())  # installing twice wraps the stock processors, not MAM ones
+    install_mam(backbone, MamSection(**BOTH))  # installing twice wraps the stock processors, not MAM ones
     assert all(type(p.stock) in (CrossFrameAttnProcessor, type(processors[n].stock))
                for n, p in backbone.unet.attn_processors.items() if n in layers)
     assert uninstall_mam(backbone.unet) == len(layers)
@@ -81,7 +84,7 @@ def test_installed_but_inactive_is_the_stock_model_and_uninstall_restores_it(mam
 
 
 def test_active_mam_leaves_the_original_branch_alone_and_changes_the_augmented_one(mam):
-    install_mam(mam.backbone, MamOptions())
+    install_mam(mam.backbone, MamSection(**BOTH))
     out = _denoise(mam, active=True)
     torch.testing.assert_close(out[:B], mam.stock[:B], atol=1e-5, rtol=0)
     assert (out[B:] - mam.stock[B:]).abs().max() > 1e-3
@@ -91,7 +94,7 @@ def test_active_mam_leaves_the_original_branch_alone_and_changes_the_augmented_o
 
 def test_motion_alignment_feeds_static_part_of_augmented_plus_motion_of_original(mam):
     backbone = mam.backbone
-    install_mam(backbone, MamOptions(correspondence_align=False))
+    install_mam(backbone, MamSection(motion_align=True))
     assert not any(isinstance(p, CorrespondenceAlignProcessor) for p in backbone.unet.attn_processors.values())
     seen, hooks = {}, []
     for name in [n for n in backbone.temporal_attention if n.startswith("down_blocks.1.")]:  # attn1 and attn2
@@ -120,7 +123,7 @@ def test_mam_fits_the_svd_backbone_too():
     t, emb = torch.tensor([500] * 2 * B), backbone.encode_prompt(["go"] * 2 * B)
     with torch.no_grad():
         stock = backbone.denoise(batch, t, emb)
-        layers = install_mam(backbone, MamOptions())
+        layers = install_mam(backbone, MamSection(**BOTH))
         assert set(layers.values()) == {"motion", "correspondence"}
         torch.testing.assert_close(backbone.denoise(batch, t, emb), stock, atol=1e-5, rtol=0)
         attn, seen = _module(backbone, backbone.temporal_attention[0]), {}
@@ -160,7 +163,7 @@ def test_correspondence_alignment_is_original_probabilities_times_augmented_valu
     for processor in cross_frame:
         processor.kernel = kernel
     try:
-        install_mam(backbone, MamOptions(motion_align=False))
+        install_mam(backbone, MamSection(correspondence_align=True))
         assert {backbone.unet.attn_processors[n].kernel for n in backbone.spatial_attention} == {kernel}
         name = next(n for n in backbone.spatial_attention if n.startswith("down_blocks.0."))
         attn, seen = _module(backbone, name), {}
@@ -203,7 +206,7 @@ def test_paired_loss_noises_both_halves_alike_in_one_call(mam, monkeypatch):
 def test_augmented_loss_reaches_lora_and_donor_grad_switch_cuts_the_donor(shared, donor_grad):
     backbone = build_backbone(TINY, BuildContext())
     params = add_motion_lora(backbone, rank=4, alpha=4)
-    install_mam(backbone, MamOptions(donor_grad=donor_grad))
+    install_mam(backbone, MamSection(**BOTH, donor_grad=donor_grad))
     x, x_aug = shared.batch.chunk(2)
     objective = backbone.objective
     noise, t = objective.draw(x, torch.Generator().manual_seed(3))
@@ -230,7 +233,7 @@ def test_augmented_loss_reaches_lora_and_donor_grad_switch_cuts_the_donor(shared
 def test_gradient_checkpointing_gives_the_same_gradients_when_backward_runs_inside_aligned(shared):
     backbone = build_backbone(TINY, BuildContext())
     add_motion_lora(backbone, rank=4, alpha=4)
-    install_mam(backbone, MamOptions())
+    install_mam(backbone, MamSection(**BOTH))
     backbone.unet.train()
     x, x_aug = shared.batch.chunk(2)
 
@@ -252,35 +255,35 @@ def test_gradient_checkpointing_gives_the_same_gradients_when_backward_runs_insi
 
 def test_layer_filter_limits_which_processors_are_replaced(mam):
     backbone = mam.backbone
-    replaced = install_mam(backbone, MamOptions(layers=r"^down_blocks\."))
+    replaced = install_mam(backbone, MamSection(**BOTH, layers=r"^down_blocks\."))
     expected = [n for n in backbone.temporal_attention + backbone.spatial_attention if n.startswith("down_blocks.")]
     assert sorted(replaced) == sorted(expected) and len(expected) < len(backbone.unet.attn_processors)
     mam_names = {n for n, p in backbone.unet.attn_processors.items()
                  if isinstance(p, (MotionAlignProcessor, CorrespondenceAlignProcessor))}
     assert mam_names == set(expected)
-    replaced = install_mam(backbone, MamOptions(layers=[r"mid_block\.motion", r"up_blocks\.1\.attentions\.0\."]))
+    replaced = install_mam(backbone, MamSection(**BOTH, layers=[r"mid_block\.motion", r"up_blocks\.1\.attentions\.0\."]))
     assert replaced == {"mid_block.motion_modules.0.transformer_blocks.0.attn1.processor": "motion",
                         "mid_block.motion_modules.0.transformer_blocks.0.attn2.processor": "motion",
                         "up_blocks.1.attentions.0.transformer_blocks.0.attn1.processor": "correspondence"}
-    only_spatial = re.escape(r"train.mam_layers = '\.attentions\.'")
-    with pytest.raises(ConfigError, match="train.motion_align = true.*" + only_spatial):
-        install_mam(backbone, MamOptions(layers=r"\.attentions\."))  # only spatial layers match
+    only_spatial = re.escape(r"train.mam.layers = '\.attentions\.'")
+    with pytest.raises(ConfigError, match="train.mam.motion_align = true.*" + only_spatial):
+        install_mam(backbone, MamSection(**BOTH, layers=r"\.attentions\."))  # only spatial layers match
     with pytest.raises(ValidationError, match="bad regex"):
-        MamOptions(layers=["ok", "(unclosed"])
+        MamSection(**BOTH, layers=["ok", "(unclosed"])
 
 
 def test_correspondence_alignment_needs_cross_frame_layers(mam):
     plain = next(n for n in mam.backbone.unet.attn_processors if n.endswith("attn2.processor")
                  and ".attentions." in n)  # text cross-attention: not a cross-frame processor
     fake = SimpleNamespace(name="fake", unet=mam.backbone.unet, spatial_attention=[plain], temporal_attention=[])
-    with pytest.raises(ConfigError, match=r"train.correspondence_align: layer .*attn2.* not cross-frame"):
-        install_mam(fake, MamOptions(motion_align=False))
-    with pytest.raises(ConfigError, match="lists no temporal-attention layers.*train.motion_align = false"):
-        install_mam(fake, MamOptions(correspondence_align=False))
+    with pytest.raises(ConfigError, match=r"train.mam.correspondence_align: layer .*attn2.* not cross-frame"):
+        install_mam(fake, MamSection(correspondence_align=True))
+    with pytest.raises(ConfigError, match="lists no temporal-attention layers.*train.mam.motion_align = false"):
+        install_mam(fake, MamSection(motion_align=True))
 
 
 ROWS = [  # strong_augment, motion_align, correspondence_align, detail_decoder -> row, weight of L(x~)
-    ((False, False, False, False), "#1", None),
+    ((False, False, False, False), "#1", 1.0),
     ((True, False, False, False), "#2", 1.0),
     ((True, True, False, False), "#3", 0.5),
     ((True, False, True, False), "#4", 2.0),
@@ -290,38 +293,43 @@ ROWS = [  # strong_augment, motion_align, correspondence_align, detail_decoder -
 
 
 @pytest.mark.parametrize("switches,row,weight", ROWS)
-def test_every_ablation_row_maps_to_mam_options(switches, row, weight):
-    keys = ("strong_augment", "motion_align", "correspondence_align", "detail_decoder")
-    train = TrainSection(**dict(zip(keys, switches)), lambda_motion=0.5, lambda_corr=2.0, donor_grad=False)
-    assert ablation_row(train) == row
-    options = mam_options(train)
-    if weight is None:
-        assert options is None
-        return
-    assert (options.motion_align, options.correspondence_align, options.donor_grad) == (*switches[1:3], False)
-    assert options.augmented_weight == weight
+def test_every_ablation_row_maps_to_its_switches(switches, row, weight):
+    mam = MamSection(motion_align=switches[1], correspondence_align=switches[2], lambda_motion=0.5, lambda_corr=2.0)
+    train = TrainSection(strong_augment=switches[0], detail_decoder=switches[3], mam=mam)
+    assert train.ablation_row == row and train.mam.augmented_weight == weight
+
+
+def _config_error(*overrides: str) -> ConfigError:
+    from flashctl.config import load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, list(overrides))
+    return info.value
 
 
 def test_impossible_switch_combinations_name_their_keys():
-    with pytest.raises(ConfigError, match=r"train.motion_align and train.correspondence_align = true need "
-                                          r"train.strong_augment = true") as err:
-        mam_options(TrainSection(strong_augment=False))
-    assert "train.motion_align = false" in err.value.hint
-    with pytest.raises(ConfigError, match=r"^train.correspondence_align = true needs train.strong_augment"):
-        mam_options(TrainSection(strong_augment=False, motion_align=False))
-    with pytest.raises(ConfigError, match=r"train.lambda_motion = 0: the aligned branch \(train.motion_align\)"):
-        mam_options(TrainSection(correspondence_align=False, lambda_motion=0.0))
-    assert mam_options(TrainSection(lambda_motion=0.0)).augmented_weight == 1.0  # lambda_c still weighs it
-    assert ablation_row(TrainSection(strong_augment=False, motion_align=False, correspondence_align=False,
-                                     detail_decoder=True)) == "custom"
+    both = _config_error("train.mam.motion_align=true", "train.mam.correspondence_align=true")
+    assert re.search(r"train.mam.motion_align and train.mam.correspondence_align = true need "
+                     r"train.strong_augment = true", both.message)
+    one = _config_error("train.mam.correspondence_align=true")
+    assert "train.mam.correspondence_align = true needs train.strong_augment" in one.message
+    zero = _config_error("train.strong_augment=true", "train.mam.motion_align=true", "train.mam.lambda_motion=0")
+    assert "train.mam.lambda_motion = 0: the aligned branch (train.mam.motion_align)" in zero.message
+    assert MamSection(**BOTH, lambda_motion=0.0).augmented_weight == 1.0  # lambda_c still weighs it
+    assert TrainSection(detail_decoder=True).ablation_row == "custom"
+
+
+def test_old_flat_keys_say_where_they_moved():
+    error = _config_error("train.motion_align=false")
+    assert "'motion_align' moved to [train.mam]" in error.message and "train.mam.motion_align" in error.message
+    assert "moved to [train.mam]: write it as train.mam.layers" in _config_error("train.mam_layers='x'").message
 
 
 def test_layer_filter_comes_from_config_and_bad_regex_names_the_key():
     from flashctl.config import load_config
     from flashctl.errors import ConfigError
-    from flashctl.model.motion_alignment import mam_options
 
-    assert mam_options(load_config(None, ["train.mam_layers='down_blocks.*'"]).train).layers == "down_blocks.*"
+    assert load_config(None, ["train.mam.layers='down_blocks.*'"]).train.mam.layers == "down_blocks.*"
     with pytest.raises(ConfigError) as info:
-        mam_options(load_config(None, ["train.mam_layers='(unclosed'"]).train)
-    assert "train.mam_layers" in info.value.message
+        load_config(None, ["train.mam.layers='(unclosed'"])
+    assert "train.mam.layers" in info.value.message

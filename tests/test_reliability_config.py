@@ -26,10 +26,11 @@ def _one_line_error(result, *needles: str) -> None:
     ("[train]\nlr = nan\n", "train.lr", "nan"),
     ("[train]\nlr = -inf\n", "train.lr", "-inf"),
     ("[train]\nlr = 1000.0\n", "train.lr", "1000.0"),
-    ("[train]\nlambda_motion = inf\n", "train.lambda_motion", "inf"),
+    ("[train.mam]\nlambda_motion = inf\n", "train.mam.lambda_motion", "inf"),
     ("[prepare]\nstart = nan\n", "prepare.start", "nan"),
     ("[animate]\nguidance_scale = inf\n", "animate.guidance_scale", "inf"),
-    ("[options.augmentation.color-jitter]\nbrightness = nan\n", "color-jitter.brightness", "nan"),
+    ("[train]\nstrong_augment = true\n[options.augmentation.color-jitter]\nbrightness = nan\n",
+     "color-jitter.brightness", "nan"),
 ])
 def test_numeric_nonsense_is_a_config_error_naming_key_and_value(tmp_path, capsys, toml, key, value):
     path = tmp_path / "flashctl.toml"

@@ -14,8 +14,8 @@ from flashctl.pipeline.train import train
 from flashctl.progress import ListReporter
 from motion_kit import make_action, synthetic_clips, tiny_config
 
-PLAIN = {"strong_augment": False, "motion_align": False, "correspondence_align": False}
-MAM = {"strong_augment": True, "motion_align": True, "correspondence_align": True,
+PLAIN = {"strong_augment": False}
+MAM = {"strong_augment": True, "mam": {"motion_align": True, "correspondence_align": True},
        "augmentations": ["color-jitter", "channel-shuffle", "invert"]}  # random draws per clip from the generator
 WARMUP = {"warmup_steps": 3}  # the learning rate changes across the resume point: the scheduler state matters
 CHECKPOINT_FILES = {"state.json", "lora.safetensors", "optimizer.safetensors", "rng.safetensors"}

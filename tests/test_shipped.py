@@ -11,7 +11,6 @@ from flashctl_synth.render import motion_mask, render_clip
 
 from flashctl.config import load_config
 from flashctl.library import MotionLibrary
-from flashctl.model.motion_alignment import ablation_row
 from flashctl.pipeline.animate import load_animator
 from flashctl_animatediff.pretrain import MAX_BYTES
 from flashctl.video import change_map, fit_square, read_image
@@ -51,7 +50,7 @@ def test_demo_library_holds_verified_motions_trained_with_the_project_recipe(pro
         folder = library.root / action
         assert len(list((folder / "clips").glob("*.mp4"))) <= 16
         provenance = json.loads((folder / "provenance.json").read_text())
-        assert provenance["mam"]["ablation"] == ablation_row(config.train), action  # what flashctl.toml trains
+        assert provenance["mam"]["ablation"] == config.train.ablation_row, action  # what flashctl.toml trains
         assert (folder / "preview.gif").is_file()
         metrics = json.loads((folder / "eval" / "metrics.json").read_text())
         assert len(metrics["samples"]) == 8 and "motion-track/correlation" in metrics["summary"], action

@@ -20,7 +20,7 @@ from flashctl_animatediff.backbone import build_backbone
 from flashctl_animatediff import AnimateDiffOptions
 
 
-PLAIN = {"motion_align": False, "correspondence_align": False}  # plain fine-tuning needs both aligns off
+PLAIN = {"mam": {"motion_align": False, "correspondence_align": False}}  # plain: both alignments off
 SMALL = {"backbone": {"animatediff": {"channels": [16, 32], "vae_channels": [8, 8, 8]}}}
 
 
@@ -70,7 +70,7 @@ def test_training_loss_decreases_on_one_clip():
 
 
 def test_train_pipeline_saves_a_complete_motion(tmp_path, host):
-    config = tiny_config(tmp_path, train={"strong_augment": True, "motion_align": True, "correspondence_align": True,
+    config = tiny_config(tmp_path, train={"strong_augment": True, "mam": {"motion_align": True, "correspondence_align": True},
                                           "augmentations": ["invert", "grayscale"]})
     library = make_action(config)
     reporter = ListReporter()
@@ -178,10 +178,10 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, host, monkeypatch):
 ROWS = {  # METHOD.md's ablation table: strong augment, motion align, correspondence align, DED
     "#1": {"strong_augment": False, **PLAIN, "detail_decoder": False},
     "#2": {"strong_augment": True, **PLAIN, "detail_decoder": False},
-    "#3": {"strong_augment": True, "motion_align": True, "correspondence_align": False, "detail_decoder": False},
-    "#4": {"strong_augment": True, "motion_align": False, "correspondence_align": True, "detail_decoder": False},
-    "#5": {"strong_augment": True, "motion_align": True, "correspondence_align": True, "detail_decoder": False},
-    "#6": {"strong_augment": True, "motion_align": True, "correspondence_align": True, "detail_decoder": True},
+    "#3": {"strong_augment": True, "mam": {"motion_align": True, "correspondence_align": False}, "detail_decoder": False},
+    "#4": {"strong_augment": True, "mam": {"motion_align": False, "correspondence_align": True}, "detail_decoder": False},
+    "#5": {"strong_augment": True, "mam": {"motion_align": True, "correspondence_align": True}, "detail_decoder": False},
+    "#6": {"strong_augment": True, "mam": {"motion_align": True, "correspondence_align": True}, "detail_decoder": True},
 }
 
 
@@ -189,9 +189,10 @@ ROWS = {  # METHOD.md's ablation table: strong augment, motion align, correspond
 def test_every_ablation_row_trains_from_config_alone(tmp_path, host, monkeypatch, row):
     switches = ROWS[row]
     # gradient checkpointing re-runs the MAM forwards during backward: train must keep them aligned there
-    config = tiny_config(tmp_path, train={**switches, "augmentations": ["invert"], "lambda_motion": 0.5,
-                                          "lambda_corr": 2.0, "batch_size": 2, "gradient_checkpointing": True},
-                         options=SMALL)
+    mam = {**switches["mam"], "lambda_motion": 0.5, "lambda_corr": 2.0}
+    config = tiny_config(tmp_path, train={**switches, "mam": mam, "augmentations": ["invert"], "batch_size": 2,
+                                          "gradient_checkpointing": True},
+                         options=SMALL, model={"decoder": "detail-enhance" if switches["detail_decoder"] else "vae"})
     library = make_action(config)
     real, calls = flash.training_loss, []
 
@@ -203,13 +204,13 @@ def test_every_ablation_row_trains_from_config_alone(tmp_path, host, monkeypatch
     monkeypatch.setattr(flash, "training_loss", recording)
     train(config, library, "slide", host, steps=1)
     (backbone, x, augmented, weight, kinds), = calls
-    assert (MotionAlignProcessor in kinds) == switches["motion_align"]
-    assert (CorrespondenceAlignProcessor in kinds) == switches["correspondence_align"]
+    assert (MotionAlignProcessor in kinds) == switches["mam"]["motion_align"]
+    assert (CorrespondenceAlignProcessor in kinds) == switches["mam"]["correspondence_align"]
     assert weight == {"#1": 0.0, "#2": 1.0, "#3": 0.5, "#4": 2.0, "#5": 2.5, "#6": 2.5}[row]
     prov = library.provenance("slide")
     assert prov["mam"]["ablation"] == row and prov["train"]["detail_decoder"] == switches["detail_decoder"]
     assert sorted(set(prov["mam"]["layers"].values())) == [k for k in ("correspondence", "motion")
-                                                           if switches[f"{k}_align"]]
+                                                           if switches["mam"][f"{k}_align"]]
     # MAM is training-only: the backbone that sampled the preview runs the stock processors again
     assert not any(isinstance(p, (MotionAlignProcessor, CorrespondenceAlignProcessor))
                    for p in backbone.unet.attn_processors.values())
@@ -225,9 +226,10 @@ def test_every_ablation_row_trains_from_config_alone(tmp_path, host, monkeypatch
 
 
 def test_align_switch_without_strong_augment_is_refused(tmp_path, host):
-    config = tiny_config(tmp_path, train={"strong_augment": False, "motion_align": True,
-                                          "correspondence_align": False})
+    config = tiny_config(tmp_path)
     library = make_action(config)
-    with pytest.raises(ConfigError, match=r"train.motion_align = true needs train.strong_augment = true"):
+    toml = library.path("slide") / "motion.toml"  # the action's own [train] asks for MAM without the copies
+    toml.write_text(toml.read_text() + "\n[train.mam]\nmotion_align = true\n")
+    with pytest.raises(ConfigError, match=r"train.mam.motion_align = true needs train.strong_augment = true"):
         train(config, library, "slide", host, steps=1)
     assert not library.is_trained("slide")

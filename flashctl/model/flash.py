@@ -115,10 +115,11 @@ def sample_latents(backbone: Backbone, reference_latent: torch.Tensor, prompt_em
 def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, prompt_emb: torch.Tensor, frames: int,
            steps: int, scheduler: Any, guidance_scale: float = 1.0, negative_emb: torch.Tensor | None = None,
            generator: torch.Generator | None = None, anchor: bool = False, start: str = "noise",
-           on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+           on_step: Callable[[int, int], None] | None = None, anchor_tolerance: float = 0.0) -> torch.Tensor:
     """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it.
 
-    ``anchor``: return :func:`anchor_to_reference` of the decoded video (frame 0 is the image itself).
+    ``anchor``: return :func:`anchor_to_reference` of the decoded video (frame 0 is the image itself), with
+    ``anchor_tolerance`` (0 = every pixel).
     ``on_step(i, total)``: called after each denoising step (:func:`sample_latents`).
     """
     reference_latent = backbone.encode_video(reference_image[:, None])[:, 0]  # (B, c, h, w)
@@ -126,14 +127,26 @@ def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, 
                              negative_emb, generator, start, on_step)
     reference_image = reference_image.to(backbone.device, backbone.dtype)
     video = decoder.decode(latents, reference_image)  # (B, F, 3, H, W)
-    return anchor_to_reference(video, reference_image) if anchor else video
+    return anchor_to_reference(video, reference_image, anchor_tolerance) if anchor else video
 
 
-def anchor_to_reference(video: torch.Tensor, reference_image: torch.Tensor) -> torch.Tensor:
-    """``reference + (video_f - video_0)`` per frame: video ``(B, F, 3, H, W)``, reference ``(B, 3, H, W)``, [-1, 1].
+def anchor_to_reference(video: torch.Tensor, reference_image: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
+    """Put the exact reference back where the video stays still: video ``(B, F, 3, H, W)``, reference
+    ``(B, 3, H, W)``, both in [-1, 1].
 
-    The decoder's systematic error (colour drift, blur) is the same in every frame, so it cancels where nothing
-    moves; frame 0 becomes the reference exactly.
+    Where a pixel stays still, ``reference + (video_f - video_0)``: the decoder's systematic error (colour
+    drift, blur) is the same in every frame, so it cancels; frame 0 becomes the reference exactly. Where
+    something moves, adding frame 0's error back would pin a sharp ghost of the starting pose (measured: a
+    bow's joint tracks drop from 0.84 to 0.11 correlation with the real ones), so with ``tolerance`` > 0 a
+    pixel whose change from frame 0 (largest channel, grown by 2 px) is ``d`` takes the decoded frame with
+    weight ``1 - exp(-(d / tolerance)^2)``. ``tolerance = 0`` anchors every pixel.
     """
     change = video - video[:, :1]  # (B, F, 3, H, W)
-    return (reference_image[:, None].to(video) + change).clamp(-1, 1)
+    anchored = (reference_image[:, None].to(video) + change).clamp(-1, 1)
+    if tolerance <= 0:
+        return anchored
+    b, f = video.shape[:2]
+    size = change.abs().amax(2).flatten(0, 1)[:, None]  # (B*F, 1, H, W)
+    size = F.max_pool2d(size, 5, stride=1, padding=2).view(b, f, 1, *video.shape[-2:])  # (B, F, 1, H, W)
+    still = torch.exp(-(size / tolerance) ** 2)  # 1 where nothing moves (all of frame 0)
+    return still * anchored + (1 - still) * video.clamp(-1, 1)

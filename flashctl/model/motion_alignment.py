@@ -24,7 +24,7 @@ How METHOD.md's [choice] notes are read here:
   with both alignments acting in ONE augmented branch when both are on. The two aligned terms are
   then the same term, so the augmented branch is weighted ``lambda_m + lambda_c``; with one
   alignment on, its own lambda; with both off (ablation #2) x~ is a plain extra example of
-  weight 1 (:attr:`MamOptions.augmented_weight`). L(.) is the mean per-video denoising loss.
+  weight 1 (:attr:`MamSection.augmented_weight`). L(.) is the mean per-video denoising loss.
 * ``donor_grad`` (default on): gradients of the augmented loss flow into the original's donated
   features (its motion part ``m``; its queries and keys). Off: those are detached for the
   augmented branch only.
@@ -36,100 +36,18 @@ How METHOD.md's [choice] notes are read here:
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
-from pydantic import Field, ValidationError, field_validator
 
+from ..config import MamSection
 from ..errors import ConfigError
-from ..registry import Options
 from .cross_frame import CrossFrameAttnProcessor
 from .interfaces import Backbone
 
 MOTION, CORRESPONDENCE = "motion", "correspondence"
-LAYERS_KEY = "train.mam_layers"
-
-
-class MamOptions(Options):
-    """Which alignments run, on which layers, and how the augmented branch's loss is weighted."""
-
-    motion_align: bool = Field(True, description="align motion in temporal attention")
-    correspondence_align: bool = Field(True, description="align correspondences in cross-frame attention")
-    donor_grad: bool = Field(True, description="gradients flow through the original clip's donated features")
-    lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
-    lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
-    layers: str | list[str] | None = Field(
-        None, description="regex, or list of regexes, searched in attention-processor names; only matching "
-                          "layers are aligned (None = every layer the backbone lists)")
-
-    @field_validator("layers")
-    @classmethod
-    def _compiles(cls, value: str | list[str] | None) -> str | list[str] | None:
-        for pattern in [value] if isinstance(value, str) else value or []:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"bad regex {pattern!r}: {exc}") from None
-        return value
-
-    @property
-    def aligns(self) -> bool:
-        return self.motion_align or self.correspondence_align
-
-    @property
-    def augmented_weight(self) -> float:
-        """Weight of L(x~): lambda_m + lambda_c over the alignments that are on; 1 when none is (#2)."""
-        if not self.aligns:
-            return 1.0
-        return self.lambda_motion * self.motion_align + self.lambda_corr * self.correspondence_align
-
-    def patterns(self) -> list[str] | None:
-        return [self.layers] if isinstance(self.layers, str) else self.layers
-
-    def selects(self, name: str) -> bool:
-        patterns = self.patterns()
-        return patterns is None or any(re.search(p, name) for p in patterns)
-
-
-def mam_options(train: Any) -> MamOptions | None:
-    """The MAM settings of a ``[train]`` section; None for plain fine-tuning (no augmented branch).
-
-    Raises :class:`ConfigError` naming the keys for combinations no ablation row allows.
-    """
-    on = [f"train.{k}" for k in ("motion_align", "correspondence_align") if getattr(train, k)]
-    if not train.strong_augment:
-        if on:
-            verb = "need" if len(on) > 1 else "needs"
-            raise ConfigError(f"{' and '.join(on)} = true {verb} train.strong_augment = true "
-                              f"(MAM aligns the augmented copy of each clip)",
-                              hint="set train.strong_augment = true, or set train.motion_align = false and "
-                                   "train.correspondence_align = false for plain fine-tuning (ablation #1)")
-        return None
-    try:
-        options = MamOptions(motion_align=train.motion_align, correspondence_align=train.correspondence_align,
-                             donor_grad=train.donor_grad, lambda_motion=train.lambda_motion,
-                             lambda_corr=train.lambda_corr, layers=train.mam_layers)
-    except ValidationError as exc:
-        from ..validation import render_validation_error
-
-        message, hint = render_validation_error(exc, "config", MamOptions, "train")
-        raise ConfigError(message.replace("train.layers", "train.mam_layers"), hint=hint) from None
-    if options.aligns and options.augmented_weight == 0:
-        lambdas = [k for k, flag in (("train.lambda_motion", options.motion_align),
-                                     ("train.lambda_corr", options.correspondence_align)) if flag]
-        raise ConfigError(f"{' and '.join(lambdas)} = 0: the aligned branch ({', '.join(on)}) would get no weight",
-                          hint="raise the lambda, or turn the alignment off")
-    return options
-
-
-def ablation_row(train: Any) -> str:
-    """The METHOD.md ablation row ``#1``..``#6`` a ``[train]`` section trains, or ``custom``."""
-    switches = (train.strong_augment, train.motion_align, train.correspondence_align, train.detail_decoder)
-    rows = {(False, False, False, False): "#1", (True, False, False, False): "#2", (True, True, False, False): "#3",
-            (True, False, True, False): "#4", (True, True, True, False): "#5", (True, True, True, True): "#6"}
-    return rows.get(switches, "custom")
+LAYERS_KEY = "train.mam.layers"
 
 
 def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,10 +109,10 @@ def _stock(processor: Any) -> Any:
     return processor.stock if isinstance(processor, MAM_PROCESSORS) else processor
 
 
-def mam_layers(backbone: Backbone, options: MamOptions) -> dict[str, str]:
+def mam_layers(backbone: Backbone, options: MamSection) -> dict[str, str]:
     """Processor name -> ``motion`` / ``correspondence`` for the layers MAM replaces on ``backbone``."""
-    kinds = [(MOTION, "temporal", "train.motion_align", backbone.temporal_attention, options.motion_align),
-             (CORRESPONDENCE, "cross-frame", "train.correspondence_align", backbone.spatial_attention,
+    kinds = [(MOTION, "temporal", "train.mam.motion_align", backbone.temporal_attention, options.motion_align),
+             (CORRESPONDENCE, "cross-frame", "train.mam.correspondence_align", backbone.spatial_attention,
               options.correspondence_align)]
     chosen: dict[str, str] = {}
     for kind, label, key, names, on in kinds:
@@ -212,7 +130,7 @@ def mam_layers(backbone: Backbone, options: MamOptions) -> dict[str, str]:
     return chosen
 
 
-def install_mam(backbone: Backbone, options: MamOptions) -> dict[str, str]:
+def install_mam(backbone: Backbone, options: MamSection) -> dict[str, str]:
     """Replace the selected processors of ``backbone.unet`` with (inert) MAM ones; returns :func:`mam_layers`.
 
     Call it on the bare U-Net (before ``accelerate`` wraps it). Installing again replaces the
@@ -222,9 +140,9 @@ def install_mam(backbone: Backbone, options: MamOptions) -> dict[str, str]:
     current = {n: _stock(p) for n, p in backbone.unet.attn_processors.items()}
     for name, kind in chosen.items():
         if kind == CORRESPONDENCE and not isinstance(current[name], CrossFrameAttnProcessor):
-            raise ConfigError(f"train.correspondence_align: layer '{name}' of backbone '{backbone.name}' runs "
+            raise ConfigError(f"train.mam.correspondence_align: layer '{name}' of backbone '{backbone.name}' runs "
                               f"{type(current[name]).__name__}, not cross-frame attention",
-                              hint=f"set train.correspondence_align = false or narrow {LAYERS_KEY}")
+                              hint=f"set train.mam.correspondence_align = false or narrow {LAYERS_KEY}")
     wrap = {MOTION: MotionAlignProcessor, CORRESPONDENCE: CorrespondenceAlignProcessor}
     backbone.unet.set_attn_processor({n: wrap[chosen[n]](p, options.donor_grad) if n in chosen else p
                                       for n, p in current.items()})

@@ -21,12 +21,12 @@ from ..progress import NullReporter, Reporter
 from . import flash
 from .interfaces import Backbone, Decoder
 from .lora import add_motion_lora, load_motion_lora, lora_state_dict, lora_targets, set_motion_strength
-from .motion_alignment import MamOptions, install_mam, uninstall_mam
+from .motion_alignment import install_mam, uninstall_mam
 from .motion_files import (CONFIG_FILE, DECODER_FILE, FORMAT, LORA_FILE, check_compatible, check_format, load_lora,
                            save_lora, write_json)
 
 if TYPE_CHECKING:
-    from ..config import AnimateSection, FlashConfig
+    from ..config import AnimateSection, FlashConfig, MamSection
     from ..context import BuildContext
     from ..plugins import PluginHost
 
@@ -73,7 +73,7 @@ class MotionModel:
         """Scale the motion LoRA (1 = as trained, 0 = the base alone)."""
         set_motion_strength(self.backbone, strength)
 
-    def align(self, options: MamOptions) -> dict[str, str]:
+    def align(self, options: MamSection) -> dict[str, str]:
         """Install MAM's processors for training (layer name -> kind); nothing when no alignment is on."""
         return install_mam(self.backbone, options) if options.aligns else {}
 
@@ -102,7 +102,7 @@ class MotionModel:
         scheduler = self.backbone.objective.sampler(settings.scheduler)
         return flash.sample(self.backbone, self.decoder, reference, prompt_emb, frames, settings.steps, scheduler,
                             settings.guidance_scale, negative_emb, generator, anchor=settings.anchor,
-                            start=settings.start, on_step=on_step)
+                            start=settings.start, on_step=on_step, anchor_tolerance=settings.anchor_tolerance)
 
     # -- saving and loading --------------------------------------------------------------------
 

@@ -142,7 +142,8 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
         videos = [Path(write(Path(f"{base}{ext}"), video, animator.fps)) for write, ext in writers]
         extras = []
         if sheets:
-            extras.append(atomic_write(Path(f"{base}_sheet.png"), _png_bytes(contact_sheet(frames))))
+            sheet = contact_sheet(frames, source=f"{path.name} · {action}")  # labelled (rows, cols, 3) uint8
+            extras.append(atomic_write(Path(f"{base}_sheet.png"), _png_bytes(sheet)))
         results.append(AnimateResult(path, videos, extras, len(frames), time.perf_counter() - t0))
         if on_result is not None:
             on_result(results[-1])

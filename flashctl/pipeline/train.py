@@ -3,7 +3,7 @@
 LAMP-style few-shot fine-tuning of the backbone's motion LoRA under ``accelerate`` (mixed
 precision, gradient accumulation, warm-up). With ``train.strong_augment`` each step pairs the
 batch x with x~, one motion-preserving augmentation per clip, noised alike and denoised in one
-call; ``train.motion_align`` / ``train.correspondence_align`` install the Motion Alignment
+call; ``train.mam.motion_align`` / ``train.mam.correspondence_align`` install the Motion Alignment
 Module's processors for training only (uninstalled before the preview is sampled). Every
 ablation row of METHOD.md (#1..#6) is a choice of ``[train]`` switches; provenance records it.
 
@@ -64,12 +64,13 @@ class TrainResult:
     main_process: bool = True  # False in the other processes of a multi-process launch (they save nothing)
 
 
-
 def train_settings(config: FlashConfig, manifest: Any, source: Path) -> TrainSection:
     """``[train]`` from the config with the action's own ``[train]`` overrides from motion.toml."""
     overrides = getattr(manifest, "train", None) or {}
     try:
-        return TrainSection.model_validate({**config.train.model_dump(), **overrides})
+        base = config.train.model_dump()
+        mam = {**base["mam"], **overrides["mam"]} if isinstance(overrides.get("mam"), dict) else base["mam"]
+        return TrainSection.model_validate({**base, **overrides, "mam": mam})
     except ValidationError as exc:
         raise ConfigError(*render_validation_error(exc, f"{source}: train", TrainSection)) from None
 
@@ -150,7 +151,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     import torch
     from diffusers.optimization import get_constant_schedule_with_warmup
 
-    from ..model.motion_alignment import ablation_row, aligned, mam_options
+    from ..model.motion_alignment import aligned
     from ..model.motion_model import MotionModel
     from ..video import frames_to_tensor, write_gif
 
@@ -159,7 +160,6 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     if processes > 1:  # each process builds on its own device (cuda:RANK; cpu stays cpu)
         runtime = config.runtime.model_copy(update={"device": str(accelerator.device)})
         config = config.model_copy(update={"runtime": runtime})
-    mam = mam_options(settings)  # None: plain fine-tuning (#1); refuses impossible switch combinations
     total = steps or settings.steps
     prep = config.prepare
     library.require_clips_unchanged(action, manifest)
@@ -178,8 +178,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     prompt_emb = backbone.encode_prompt([manifest.prompt])  # (1, seq, dim)
 
     params = model.add_motion(settings.lora_rank, settings.lora_alpha, settings.lora_extra_targets)
-    mam_installed = model.align(mam) if mam is not None else {}
-    augmented_weight = mam.augmented_weight if mam is not None else 0.0
+    mam_installed = model.align(settings.mam) if settings.strong_augment else {}  # no copies: plain (#1)
+    augmented_weight = settings.mam.augmented_weight if settings.strong_augment else 0.0
     unet = backbone.unet  # stays bare (no DDP wrapper): gradients are averaged by _average_gradients
     if settings.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -273,7 +273,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         write_gif(stage / "preview.gif", preview, weights["fps"])
         write_json(stage / "provenance.json", provenance(
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
-            mam={"ablation": ablation_row(settings), "augmented_weight": augmented_weight, "layers": mam_installed},
+            mam={"ablation": settings.ablation_row, "augmented_weight": augmented_weight, "layers": mam_installed},
             decoder_losses=decoder_losses,
             replicas=replicas,
             files=file_hashes(stage)))
