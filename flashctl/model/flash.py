@@ -118,16 +118,25 @@ def sample(backbone: Backbone, decoder: Decoder, reference_image: torch.Tensor, 
            on_step: Callable[[int, int], None] | None = None, anchor_tolerance: float = 0.0) -> torch.Tensor:
     """Animate ``reference_image`` ``(B, 3, H, W)`` in [-1, 1] -> video ``(B, F, 3, H, W)`` starting from it.
 
+    ``frames`` counts video frames; the latents hold :func:`latent_frames` of them.
+
     ``anchor``: return :func:`anchor_to_reference` of the decoded video (frame 0 is the image itself), with
     ``anchor_tolerance`` (0 = every pixel).
     ``on_step(i, total)``: called after each denoising step (:func:`sample_latents`).
     """
     reference_latent = backbone.encode_video(reference_image[:, None])[:, 0]  # (B, c, h, w)
-    latents = sample_latents(backbone, reference_latent, prompt_emb, frames, steps, scheduler, guidance_scale,
-                             negative_emb, generator, start, on_step)
+    latents = sample_latents(backbone, reference_latent, prompt_emb, latent_frames(backbone, frames), steps, scheduler,
+                             guidance_scale, negative_emb, generator, start, on_step)
     reference_image = reference_image.to(backbone.device, backbone.dtype)
     video = decoder.decode(latents, reference_image)  # (B, F, 3, H, W)
     return anchor_to_reference(video, reference_image, anchor_tolerance) if anchor else video
+
+
+def latent_frames(backbone: Backbone, frames: int) -> int:
+    """Latent frames holding ``frames`` video frames: the backbone's optional ``latent_frames(frames)`` when its VAE
+    compresses time (and refuses counts it cannot hold), else ``frames``."""
+    count = getattr(backbone, "latent_frames", None)
+    return frames if count is None else count(frames)
 
 
 def anchor_to_reference(video: torch.Tensor, reference_image: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:

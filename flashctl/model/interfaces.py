@@ -3,7 +3,9 @@
 A backbone owns the denoiser, VAE, text encoder and scheduler config; it hides its tensor
 layout behind :meth:`Backbone.denoise`, so the training loss and sampler in
 :mod:`flashctl.model.flash` work for any video latent diffusion model. Videos are
-``(B, F, 3, H, W)`` floats in [-1, 1]; latents ``(B, F, c, h, w)``, already scaled.
+``(B, F, 3, H, W)`` floats in [-1, 1]; latents ``(B, F, c, h, w)``, already scaled. A backbone whose VAE
+compresses time (a causal 3-D VAE: F video frames -> fewer latent frames) also has
+``latent_frames(frames: int) -> int``, which :func:`flashctl.model.flash.sample` uses to size the latents.
 """
 
 from __future__ import annotations
