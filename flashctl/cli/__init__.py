@@ -39,7 +39,7 @@ def root(
 
 def build_app() -> typer.Typer:
     """A fresh app with every built-in command (plugin commands are added by ``main``)."""
-    from . import animate, config_cmd, doctor, eval_cmd, motions, plugins_cmd, prepare, train
+    from . import animate, config_cmd, doctor, eval_cmd, export, motions, plugins_cmd, prepare, train
 
     app = typer.Typer(
         name="flashctl",
@@ -56,6 +56,7 @@ def build_app() -> typer.Typer:
     app.command("animate")(animate.animate)
     app.command("eval")(eval_cmd.eval_)
     app.add_typer(motions.app, name="motions")
+    app.command("export")(export.export)
     app.command("plugins")(plugins_cmd.plugins)
     app.add_typer(config_cmd.app, name="config")
     app.command("doctor")(doctor.doctor)

@@ -7,12 +7,13 @@ holds the LoRA tensors only; ``weights/decoder.safetensors`` the fitted decoder 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import IncompatibleMotionError, WeightsFileError, WeightsNotFoundError
+from ..errors import IncompatibleMotionError, OutputPathError, WeightsFileError, WeightsNotFoundError
 from ..files import atomic_path, sha256_file
 
 CONFIG_FILE = "config.json"
@@ -22,6 +23,8 @@ FORMAT = 1  # weights/config.json layout; a newer one is refused, an older one n
 # what a motion's LoRA depends on; any difference means it cannot be loaded
 GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample", "target")
 DIFFUSERS_PREFIX = "unet."  # where diffusers pipelines' load_lora_weights looks for U-Net LoRA keys
+COMFYUI_PREFIX = "lora_unet_"  # ComfyUI's (kohya-ss) U-Net LoRA names: comfy/lora.py model_lora_keys_unet
+COMFYUI_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}  # peft -> ComfyUI
 
 
 def _describe(geometry: dict[str, Any]) -> str:
@@ -78,27 +81,144 @@ def load_lora(path: Path) -> dict[str, Any]:
     return tensors
 
 
-def export_lora_for_diffusers(weights_dir: Path, out_path: Path) -> Path:
-    """Write a motion's LoRA so that stock diffusers loads it: ``AnimateDiffPipeline.load_lora_weights(out_path)``.
-
-    Keys get the ``unet.`` prefix. diffusers infers ``lora_alpha = rank`` from such a file, so the
-    B matrices carry the motion's ``alpha / rank`` scale instead. The same base U-Net needs the same
-    attention processors (flashctl's cross-frame attention) to give flashctl's output.
-    """
+def _motion_lora(weights_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(weights/config.json's "lora" record, the LoRA tensors)`` of a trained motion's weights folder."""
     weights_dir = Path(weights_dir)
     config_path = weights_dir / CONFIG_FILE
     if not config_path.is_file():
         raise WeightsNotFoundError(f"{config_path} not found: {weights_dir} is not a trained motion's weights folder",
                                    hint="pass motions/ACTION/weights of a trained motion (flashctl train ACTION)")
     lora = json.loads(config_path.read_text())["lora"]
+    return lora, load_lora(weights_dir / lora.get("file", LORA_FILE))
+
+
+def _write_export(out_path: Path, tensors: dict[str, Any], metadata: dict[str, str], overwrite: bool) -> Path:
+    """Write ``tensors`` atomically to ``out_path``; without ``overwrite`` never over an existing file."""
+    out_path = Path(out_path)
+    if not overwrite and out_path.exists():
+        raise OutputPathError(f"{out_path} already exists", hint="pass --overwrite to replace it, or another -o FILE")
+    with atomic_path(out_path) as tmp:
+        save_lora(tmp, tensors, metadata)
+        if not overwrite and out_path.exists():  # appeared while we wrote
+            raise OutputPathError(f"{out_path} already exists",
+                                  hint="pass --overwrite to replace it, or another -o FILE")
+    return out_path
+
+
+def export_lora_for_diffusers(weights_dir: Path, out_path: Path, metadata: dict[str, str] | None = None, *,
+                              overwrite: bool = True) -> Path:
+    """Write a motion's LoRA so that stock diffusers loads it: ``AnimateDiffPipeline.load_lora_weights(out_path)``.
+
+    Keys get the ``unet.`` prefix. diffusers infers ``lora_alpha = rank`` from such a file, so the
+    B matrices carry the motion's ``alpha / rank`` scale instead. The same base U-Net needs the same
+    attention processors (flashctl's cross-frame attention) to give flashctl's output. ``metadata``
+    (strings) is added to the file's safetensors header.
+    """
+    lora, state = _motion_lora(weights_dir)
     scale = float(lora["alpha"]) / int(lora["rank"])
-    state = load_lora(weights_dir / lora.get("file", LORA_FILE))
     tensors = {DIFFUSERS_PREFIX + k: v * scale if ".lora_B." in k else v for k, v in state.items()}
-    with atomic_path(Path(out_path)) as tmp:
-        save_lora(tmp, tensors, {"format": "pt", "exported_by": f"flashctl {__version__}",
-                                 "rank": str(lora["rank"]), "alpha": str(lora["rank"]),
-                                 "lora_B_scaled_by": str(scale)})
-    return Path(out_path)
+    return _write_export(out_path, tensors, {**(metadata or {}), "format": "pt", "exported_by": f"flashctl {__version__}",
+                                             "rank": str(lora["rank"]), "alpha": str(lora["rank"]),
+                                             "lora_B_scaled_by": str(scale)}, overwrite)
+
+
+def comfyui_name(module: str) -> str:
+    """ComfyUI's name for a U-Net module's LoRA: ``lora_unet_`` + the diffusers module path with ``.`` as ``_``.
+
+    (``comfy/lora.py`` ``model_lora_keys_unet`` builds the same names from the diffusers keys of its model.)
+    """
+    return COMFYUI_PREFIX + module.replace(".", "_")
+
+
+def lora_to_comfyui(state: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """flashctl/peft LoRA tensors -> ComfyUI's LoRA convention (the kohya-ss layout ComfyUI's LoraLoader reads).
+
+    ``M.lora_A.weight`` -> ``lora_unet_M.lora_down.weight``, ``M.lora_B.weight`` -> ``lora_unet_M.lora_up.weight``
+    and a scalar ``lora_unet_M.alpha``: ComfyUI scales ``up @ down`` by ``alpha / rank`` itself (rank = the
+    rows of ``down``), so the tensors are kept as trained.
+    """
+    import torch
+
+    out: dict[str, Any] = {}
+    for key, tensor in state.items():
+        module, kind = _split_lora_key(key)
+        name = comfyui_name(module)
+        out[f"{name}.{COMFYUI_SUFFIX[kind]}"] = tensor
+        out.setdefault(f"{name}.alpha", torch.tensor(float(alpha)))
+    return out
+
+
+def comfyui_to_lora(tensors: dict[str, Any], modules: Any) -> tuple[dict[str, Any], float]:
+    """Inverse of :func:`lora_to_comfyui`: ``(flashctl LoRA tensors, alpha)``.
+
+    ``lora_unet_`` names are ambiguous without the model (``down_blocks`` or ``down.blocks``), so, as
+    ComfyUI's loader does, they are matched against ``modules``: the names of the U-Net's modules.
+    """
+    known = {comfyui_name(m): m for m in modules}
+    back = {suffix: kind for kind, suffix in COMFYUI_SUFFIX.items()}
+    state, alphas = {}, set()
+    for key, tensor in tensors.items():
+        name, _, suffix = key.partition(".")
+        if name not in known:
+            raise WeightsFileError(f"ComfyUI LoRA key {key!r} names no module of this U-Net",
+                                   hint="convert with the U-Net the LoRA was exported from")
+        if suffix == "alpha":
+            alphas.add(float(tensor))
+        elif suffix in back:
+            state[f"{known[name]}.{back[suffix]}"] = tensor
+        else:
+            raise WeightsFileError(f"ComfyUI LoRA key {key!r}: expected .lora_down.weight, .lora_up.weight or .alpha",
+                                   hint="only plain LoRA files convert back")
+    if len(alphas) != 1:
+        raise WeightsFileError(f"ComfyUI LoRA has {len(alphas)} distinct alpha values; a flashctl motion has one",
+                               hint="only files written by `flashctl export --format comfyui` convert back")
+    return state, alphas.pop()
+
+
+def _split_lora_key(key: str) -> tuple[str, str]:
+    """``down_blocks.0....to_q.lora_A.weight`` -> ``("down_blocks.0....to_q", "lora_A.weight")``."""
+    for kind in COMFYUI_SUFFIX:
+        if key.endswith("." + kind):
+            return key[: -len(kind) - 1], kind
+    raise WeightsFileError(f"LoRA key {key!r} is neither a lora_A nor a lora_B weight",
+                           hint="retrain the motion to rewrite its weights")
+
+
+def export_lora_for_comfyui(weights_dir: Path, out_path: Path, metadata: dict[str, str] | None = None, *,
+                            overwrite: bool = True) -> Path:
+    """Write a motion's LoRA in ComfyUI's LoRA key convention (:func:`lora_to_comfyui`)."""
+    lora, state = _motion_lora(weights_dir)
+    tensors = lora_to_comfyui(state, float(lora["alpha"]))
+    return _write_export(out_path, tensors, {**(metadata or {}), "format": "pt", "exported_by": f"flashctl {__version__}",
+                                             "rank": str(lora["rank"]), "alpha": str(lora["alpha"])}, overwrite)
+
+
+EXPORTERS = {"diffusers": export_lora_for_diffusers, "comfyui": export_lora_for_comfyui}
+
+
+def geometry_sha256(geometry: dict[str, Any]) -> str:
+    """A short, stable hash of a motion's base geometry (what a base must match to load it)."""
+    return hashlib.sha256(json.dumps(geometry, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def export_motion(version: Path, out_path: Path, fmt: str, *, action: str, overwrite: bool = False) -> Path:
+    """Export the LoRA of a motion version folder (``weights/``, ``provenance.json``) in ``fmt``.
+
+    The file's metadata says what it is: action, run id, base id and geometry hash, flashctl version, format.
+    """
+    if fmt not in EXPORTERS:
+        raise OutputPathError(f"unknown export format {fmt!r}; known: {', '.join(EXPORTERS)}",
+                              hint="pass --format diffusers or --format comfyui")
+    weights = Path(version) / "weights"
+    record = json.loads((weights / CONFIG_FILE).read_text()) if (weights / CONFIG_FILE).is_file() else {}
+    geometry = record.get("backbone", {}).get("geometry", {})
+    provenance_path = Path(version) / "provenance.json"
+    provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
+    metadata = {"flashctl_action": action, "flashctl_run_id": str(provenance.get("run_id") or "unknown"),
+                "flashctl_prompt": str(record.get("prompt", "")), "flashctl_base": str(geometry.get("base", "")),
+                "flashctl_geometry_sha256": geometry_sha256(geometry), "flashctl_version": __version__,
+                "flashctl_export_format": fmt}
+    return EXPORTERS[fmt](weights, out_path, metadata, overwrite=overwrite)
 
 
 def file_hashes(root: Path) -> dict[str, str]:
