@@ -29,7 +29,7 @@ hookimpl = pluggy.HookimplMarker("flashctl")
 
 
 class Traits(BaseModel):
-    """What every component declares; the traits of backbones, decoders and trackers."""
+    """What every component declares; the traits of backbones and decoders."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -127,17 +127,30 @@ def register_video_formats(register: "Register") -> None:
     """
 
 
+class TrackerTraits(Traits):
+    requires: tuple[str, ...] = Field((), description="a tuple of module names the tracker imports (checked "
+                                                      "before training starts, without importing them)")
+    install: str = Field("", description="a str: the command that installs what ``requires`` names, e.g. "
+                                         "\"pip install 'flashctl[tensorboard]'\"")
+
+
 @hookspec
 def register_trackers(register: "Register") -> None:
-    """Register experiment trackers: ``factory(options, ctx)`` with ``log(step, metrics)`` and ``finish()``.
+    """Register experiment trackers: ``register(name, factory, options=Model, requires=(...), install=...)``.
 
-    Traits: :class:`Traits`.
+    ``factory(options, ctx, run) -> tracker`` is called once per training run, in the main process only,
+    after the model is built; ``run`` is a :class:`flashctl.trackers.TrackerRun` (action, run id, the
+    run's own folder ``run.dir``, the resolved config). The tracker has ``log(step, scalars)``
+    (``dict[str, float]``, step >= 1 and never decreasing), ``log_video(step, tag, frames, fps)``
+    (``(F, H, W, 3)`` uint8 frames) and ``finish()``. A tracker that raises is dropped with a warning;
+    training goes on. A tracker whose ``requires`` modules are not importable is a config error naming
+    ``install`` before any step runs. Traits: :class:`TrackerTraits`.
     """
 
 
 TRAITS: dict[str, type[Traits]] = {
     "backbone": Traits, "decoder": Traits, "augmentation": AugmentationTraits, "metric": MetricTraits,
-    "video_format": VideoFormatTraits, "tracker": Traits,
+    "video_format": VideoFormatTraits, "tracker": TrackerTraits,
 }  # kind -> its traits model; each kind is filled by the hook ``register_<kind>s``
 
 
