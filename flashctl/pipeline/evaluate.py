@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..plugins import PluginHost
 
 METRICS_FILE = "metrics.json"
+WEIGHT_SUFFIXES = (".safetensors", ".json")  # what in weights/ decides the output (not a README.md model card)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class EvalResult:
     videos: list[np.ndarray] = field(default_factory=list, repr=False)  # (F, H, W, 3) uint8 per sample, if kept
     fps: float = 8.0  # frame rate of ``videos``
     targets: list[np.ndarray | None] = field(default_factory=list, repr=False)  # (F', H, W, 3) real clip per video
+    weights: dict[str, Any] | None = None  # the scored motion version: run id and weights sha256s (scored_weights)
 
 
 @dataclass
@@ -126,6 +128,46 @@ def frame_series(generated: Any, reference: Any, target: Any = None) -> dict[str
     return series
 
 
+def scored_weights(version: Path) -> dict[str, Any]:
+    """What a score is tied to: the run id and the sha256 of every weights file of a motion version folder.
+
+    ``{"run_id", "version" (the folder's name), "files": {"weights/lora.safetensors": sha256, ...},
+    "lora_sha256", "decoder_sha256" (None without a fitted decoder)}``, hashed from the files themselves.
+    """
+    from ..files import read_json, sha256_file
+    from ..model.motion_files import CONFIG_FILE, DECODER_FILE, LORA_FILE
+
+    version = Path(version)
+    weights = version / "weights"
+    config = read_json(weights / CONFIG_FILE) or {}
+    files = {p.relative_to(version).as_posix(): sha256_file(p) for p in sorted(weights.rglob("*"))
+             if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
+    lora = (config.get("lora") or {}).get("file") or LORA_FILE
+    decoder = (config.get("decoder") or {}).get("file") or DECODER_FILE
+    return {"run_id": (read_json(version / "provenance.json") or {}).get("run_id"), "version": version.name,
+            "files": files, "lora_sha256": files.get(f"weights/{lora}"), "decoder_sha256": files.get(f"weights/{decoder}")}
+
+
+def _loaded_weights(library: MotionLibrary, action: str, animator: Any, load: Callable[[], Any],
+                    reporter: Reporter) -> tuple[Any, dict[str, Any] | None]:
+    """``(animator, scored_weights of the version it holds)``; None for an animator not loaded from the library.
+
+    The version is resolved before and after loading: a save in between cannot pass unnoticed.
+    """
+    from .animate import Animator
+
+    if animator is not None and not isinstance(animator, Animator):
+        return animator, None  # a stand-in (tests, the frozen baseline): no motion weights
+    before = library.version_dir(action)
+    animator = load() if animator is None else animator
+    after = library.version_dir(action)
+    if before != after:
+        reporter.note(f"eval: '{action}' was saved again while its weights loaded; metrics.json records no "
+                      "weights hash (run eval again to tie the scores to a version)", level="warning")
+        return animator, None
+    return animator, scored_weights(after) if (after / "weights" / "config.json").is_file() else None
+
+
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become null (JSON has no spelling for them)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -154,10 +196,10 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     if skipped:
         reporter.note(f"eval: skipping {', '.join(skipped)}: without clips there is no ground-truth "
                       "continuation to compare with", level="warning")
-    if animator is None:
-        from .animate import load_animator
+    from .animate import load_animator
 
-        animator = load_animator(config, library, action, host, reporter)
+    animator, weights = _loaded_weights(library, action, animator,
+                                        lambda: load_animator(config, library, action, host, reporter), reporter)
 
     seed = config.animate.seed
     prompt = library.manifest(action).prompt
@@ -203,6 +245,7 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "flashctl_version": __version__,
         "references": "images" if images is not None else "held-out clips" if clips is not None else "clips",
+        "weights": weights,
         "samples": per_sample,
         "summary": summary,
         "higher_is_better": directions,
@@ -214,4 +257,4 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     atomic_write(path, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
     reporter.note(f"eval: wrote {path}")
     return EvalResult(action, per_sample, summary, path, directions, videos, float(getattr(animator, "fps", 8.0)),
-                      targets)
+                      targets, weights)

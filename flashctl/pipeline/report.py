@@ -83,6 +83,7 @@ class _Record(BaseModel):
     summary: dict[str, float | None]
     samples: list[_Sample] = []
     higher_is_better: dict[str, Direction] = {}
+    weights: dict[str, Any] | None = None
 
 
 def load_result(path: Path | str) -> EvalResult:
@@ -108,7 +109,18 @@ def load_result(path: Path | str) -> EvalResult:
             exc, str(path), _Record, hint=f"it is not a metrics.json from `flashctl eval`; {rerun}")) from None
     summary = {k: v for k, v in record.summary.items() if v is not None}
     return EvalResult(record.action, [s.model_dump() for s in record.samples], summary, path,
-                      record.higher_is_better)
+                      record.higher_is_better, weights=record.weights)
+
+
+def weights_line(result: EvalResult) -> str:
+    """Which weights the scores belong to: run id and short sha256s, or why that is unknown."""
+    w = result.weights
+    if not w:
+        return "Scored weights: not recorded (an older metrics.json, or a stand-in animator)."
+    parts = [f"lora.safetensors sha256 {str(w.get('lora_sha256'))[:12]}"]
+    if w.get("decoder_sha256"):
+        parts.append(f"decoder.safetensors sha256 {str(w['decoder_sha256'])[:12]}")
+    return f"Scored weights: run {w.get('run_id') or w.get('version')}, {', '.join(parts)}."
 
 
 def format_value(value: float | None) -> str:
@@ -301,6 +313,7 @@ def _markdown_report(result: EvalResult, keys: list[str], samples: list[_SampleF
                             for row in result.per_sample])
     curves = f"![per-frame curves]({plot.as_posix()})\n\n{PLOT_NOTE}" if plot else f"_{reason}._"
     parts = [f"# flashctl eval: {result.action}", f"{len(result.per_sample)} samples, from `{result.path}`. {LEGEND}",
+             weights_line(result),
              "## Per-frame curves", curves,
              "## Summary", summary, "## Samples: real clip and generated"]
     for files in samples:
@@ -333,6 +346,7 @@ def _html_report(result: EvalResult, keys: list[str], samples: list[_SampleFiles
     if not sections:
         sections.append('<p class="note">No rendered samples in this folder.</p>')
     body = (f'<p class="meta">{len(result.per_sample)} samples, from <code>{_text(str(result.path))}</code>.</p>\n'
+            f'<p class="meta">{_text(weights_line(result))}</p>\n'
             f"<h2>Per-frame curves</h2>{_html_plot(plot_png, reason)}\n"
             f"<h2>Summary</h2>{summary}<p class=\"meta\">{_text(LEGEND)}</p>\n"
             f"<h2>Samples: real clip and generated</h2>{''.join(sections)}\n"
