@@ -42,6 +42,7 @@ from ..errors import ConfigError, TrainingDivergedError
 from ..library import new_run_id
 from ..model.motion_files import file_hashes, write_json
 from ..progress import NullReporter, Reporter
+from ..trackers import TrackerRun, Trackers, check_trackers, fixed_clip_loss
 from ..validation import render_validation_error
 from .checkpoint import STATE, clear_checkpoint
 from .train_records import fingerprint, now, provenance, replica_hashes
@@ -122,19 +123,22 @@ def _preview(model: MotionModel, clip: Any, prompt_emb: Any, config: FlashConfig
 
 
 def train(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, *, reporter: Reporter = NullReporter(),
-          steps: int | None = None, resume: bool = False) -> TrainResult:
+          steps: int | None = None, resume: bool = False, tracker_dir: Path | None = None) -> TrainResult:
     """Train ``action``'s motion and save weights/, provenance.json and preview.gif in one atomic swap.
 
     Under a multi-process launch every process calls this; only the main one locks, reports and saves.
+    ``train.trackers`` log into ``tracker_dir/RUN_ID/`` (default: the action's ``.cache/runs/``; see
+    :mod:`flashctl.trackers`).
     """
     library.require(action)
     manifest = library.manifest(action)
     settings = train_settings(config, manifest, library.path(action) / "motion.toml")
+    check_trackers(settings.trackers, host)  # a wrong name or a missing package fails before anything is built
     accelerator = _accelerator(config, settings)
     main = accelerator.is_main_process
-    with library.lock(action) if main else nullcontext():
+    with library.lock(action) if main else nullcontext(), Trackers() as trackers:  # finished on error too
         return _train_locked(config, library, action, host, reporter if main else NullReporter(), steps, resume,
-                             manifest, settings, accelerator)
+                             manifest, settings, accelerator, trackers, tracker_dir)
 
 
 def _accelerator(config: FlashConfig, settings: TrainSection) -> Any:
@@ -147,7 +151,7 @@ def _accelerator(config: FlashConfig, settings: TrainSection) -> Any:
 
 
 def _train_locked(config, library, action, host, reporter, steps, resume, manifest, settings,
-                  accelerator) -> TrainResult:
+                  accelerator, trackers, tracker_dir) -> TrainResult:
     import torch
     from diffusers.optimization import get_constant_schedule_with_warmup
 
@@ -188,8 +192,15 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     schedule = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)  # stepped per optimizer step
     optimizer = accelerator.prepare(optimizer)
     latents, prompt_emb = latents.to(backbone.device), prompt_emb.to(backbone.device)
+    run_id = new_run_id()  # also the name of the trackers' run folder
+    runs = Path(tracker_dir) if tracker_dir else library.cache_dir(action) / "runs"
+    run_config = {**config.model_dump(mode="json"), "train": settings.model_dump(mode="json")}
+    trackers.open(config, host, TrackerRun(action, run_id, runs / run_id, run_config, total), names=settings.trackers,
+                  ctx=ctx, reporter=reporter, active=main)
+    trackers.probe("train/fixed_clip_loss", fixed_clip_loss(model, latents, prompt_emb, settings.seed), total)
 
-    state_id = fingerprint(config, settings, model, manifest, frames, augmentations, processes)
+    untracked = settings.model_copy(update={"trackers": []})  # trackers do not change the trajectory: resume may add one
+    state_id = fingerprint(config, untracked, model, manifest, frames, augmentations, processes)
     folder = checkpoint_dir(library, action)
     start, losses = 0, []
     if resume:
@@ -240,6 +251,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
             step_loss += mean_loss / settings.grad_accum
         losses.append(step_loss)
         reporter.advance(1, loss=step_loss)
+        trackers.log(step + 1, {"train/loss": step_loss, "train/lr": schedule.get_last_lr()[0]})
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
             save_state(folder, accelerator, backbone, optimizer, schedule, generator, step + 1, losses, state_id)
     reporter.finish()
@@ -257,10 +269,11 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
                       + (f"({fit_steps} steps, options.decoder.{config.model.decoder}.train_steps; "
                          "train.detail_decoder = false skips it)" if fit_steps else "(train.detail_decoder)"))
     decoder_losses = model.fit_decoder(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
+    trackers.log_series("decoder/fit_loss", decoder_losses, first_step=total + 1)
     reporter.note(f"phase {phases}/{phases}: rendering preview.gif ({config.animate.steps} denoising steps, "
                   "as flashctl animate)")
     preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
-    run_id = new_run_id()
+    trackers.log_preview(preview, frames[0], float(meta.get("fps", prep.fps)), step=total + len(decoder_losses))
     weights = model.motion_record(action=action, prompt=manifest.prompt, frames=clips.shape[1],
                                   size=clips.shape[-1], fps=float(meta.get("fps", prep.fps)))
     saved = host.pm.hook.on_motion_saved
