@@ -13,7 +13,9 @@ the stock model.
   ``h~ <- s~ + m``. It wraps the layer's own processor, aligns its input and delegates, so it
   fits any backbone (AnimateDiff's ``attn1``/``attn2`` are both self-attention over frames; an
   SVD temporal ``attn2`` is cross-attention to the image embedding, whose queries are aligned
-  and whose ``encoder_hidden_states`` pass through untouched).
+  and whose ``encoder_hidden_states`` pass through untouched). A wrapped processor whose tokens are
+  laid out otherwise (a DiT's full 3-D attention) brings its own ``align_motion(hidden_states,
+  donor_grad)``, which is called instead.
 * **Correspondence alignment** (:class:`CorrespondenceAlignProcessor`, on the cross-frame
   spatial layers): the probabilities of x aggregate the values of x~,
   ``out~ = softmax(Q_x K_x^T / sqrt(d)) V~``, keys being frame 0's and the frame's own tokens.
@@ -73,11 +75,12 @@ class MotionAlignProcessor:
         self.active = False
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        if self.active:
-            hidden_states = align_motion(hidden_states, self.donor_grad)  # (2*B*H*W, F, C)
-        return self.stock(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                          attention_mask=attention_mask, **kwargs)
+                 attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.active:  # a processor with its own token layout (a DiT's 3-D attention) aligns its own way
+            align = getattr(self.stock, "align_motion", align_motion)
+            hidden_states = align(hidden_states, self.donor_grad)  # (2*B*H*W, F, C), or the stock's layout
+        # the rest passes through as it came (Wan's attention hands its RoPE over positionally)
+        return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
 
 
 class CorrespondenceAlignProcessor(CrossFrameAttnProcessor):
