@@ -95,7 +95,7 @@ def test_train_pipeline_saves_a_complete_motion(tmp_path, host):
     assert [a["name"] for a in prov["components"]["augmentations"]] == ["invert", "grayscale"]
     assert prov["mam"]["ablation"] == "#5" and prov["mam"]["augmented_weight"] == 2.0  # lambdas default to 1
     assert set(prov["mam"]["layers"].values()) == {"motion", "correspondence"}
-    assert set(prov["files"]) == {"weights/config.json", "weights/lora.safetensors", "preview.gif"}
+    assert set(prov["files"]) == {"weights/config.json", "weights/lora.safetensors", "weights/README.md", "preview.gif"}
     assert library.verify("slide") == []  # every hash in provenance matches the files on disk
     assert (library.path("slide") / "preview.gif").stat().st_size > 0
 

@@ -1,4 +1,4 @@
-"""flashctl motions list|show|verify|rm|pack|unpack: the shared motion library."""
+"""flashctl motions list|show|verify|rm|pack|unpack|card: the shared motion library."""
 
 from __future__ import annotations
 
@@ -155,3 +155,39 @@ def unpack(archive: Annotated[Path, typer.Argument(metavar="FILE", help="A .flas
     for note in result.notes:
         err.print(f"note: {escape(note)}")
     err.print(escape(result.message))
+
+
+@app.command("card")
+def card(action: Annotated[str, typer.Argument()],
+         write: Annotated[bool, typer.Option(
+             "--write", help="Also write it as weights/README.md of the current version, when that version has no "
+                             "card of its own (trained before cards); never over a card its provenance hashes.")] = False,
+         library: LibraryOpt = None) -> None:
+    """Print ACTION's model card (Markdown): what, training clips, base, settings, latest eval, how to use.
+
+    train writes the card into each version it saves (weights/README.md, covered by provenance.json's hashes);
+    this renders it afresh, with the latest eval results, for any trained version.
+    """
+    from ..errors import FlashctlError, MotionNotTrainedError
+    from ..files import atomic_write, read_json
+    from ..model_card import CARD_PATH, card_for_version
+
+    lib = _library_at(library)
+    lib.require(action)
+    version = lib.version_dir(action)
+    if not (version / "weights" / "config.json").is_file():
+        raise MotionNotTrainedError(f"motion '{action}' has no weights yet, so no model card",
+                                    hint=f"train it first: flashctl train {action}")
+    text = card_for_version(action, lib.manifest(action), version)
+    if not write:
+        typer.echo(text, nl=False)
+        return
+    if CARD_PATH in ((read_json(version / "provenance.json") or {}).get("files") or {}):
+        raise FlashctlError(f"motion '{action}' run {version.name} has its own card ({version / CARD_PATH}), "
+                            "covered by provenance.json's hashes; rewriting it would make animate refuse the motion",
+                            hint=f"print the current card instead: flashctl motions card {action}")
+    with lib.lock(action):
+        path = atomic_write(version / CARD_PATH, text)
+    typer.echo(str(path))
+    err.print(f"wrote the card beside the weights; it is not in provenance.json's hashes (verify and animate ignore "
+              f"it), and the next `flashctl train {action}` writes a hashed one")

@@ -41,6 +41,7 @@ from ..context import context_for
 from ..errors import ConfigError, TrainingDivergedError
 from ..library import new_run_id
 from ..model.motion_files import file_hashes, write_json
+from ..model_card import write_card
 from ..progress import NullReporter, Reporter
 from ..trackers import TrackerRun, Trackers, check_trackers, fixed_clip_loss
 from ..validation import render_validation_error
@@ -284,6 +285,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
                            "rank": str(settings.lora_rank), "alpha": str(settings.lora_alpha),
                            "flashctl_version": __version__})
         write_gif(stage / "preview.gif", preview, weights["fps"])
+        write_card(stage, action, manifest, weights, settings, run_id=run_id, steps=total)  # hashed below
         write_json(stage / "provenance.json", provenance(
             run_id, action, started, t0, host, config, settings, manifest, model, augmentations, losses, start,
             mam={"ablation": settings.ablation_row, "augmented_weight": augmented_weight, "layers": mam_installed},
