@@ -14,8 +14,10 @@ def public_config(config: Any) -> dict[str, Any]:
     return {k: v for k, v in items if not k.startswith("_") and k not in VOLATILE_KEYS}
 
 
-def geometry_record(name: str, preset: str, base_id: str, configs: dict[str, Any], vae_config: Any) -> dict[str, Any]:
-    """What a motion's weights depend on: backbone, preset, base weights id + hash of their configs, latents."""
+def geometry_record(name: str, preset: str, base_id: str, configs: dict[str, Any], vae_config: Any,
+                    content: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """What a motion's weights depend on: backbone, preset, base weights id + hash of their configs, latents,
+    and the content ids (:mod:`.content_id`) of the base and adapter weights when they come from files."""
     import hashlib
     import json
 
@@ -25,6 +27,14 @@ def geometry_record(name: str, preset: str, base_id: str, configs: dict[str, Any
         "preset": preset,
         "base": base_id,
         "base_config_sha256": digest,
-        "latent_channels": int(vae_config.latent_channels),
-        "downsample": 2 ** (len(vae_config.block_out_channels) - 1),
+        **latent_geometry(vae_config),
+        **{k: v for k, v in (content or {}).items() if v},
     }
+
+
+def latent_geometry(vae_config: Any) -> dict[str, int]:
+    """``latent_channels`` and ``downsample`` of a VAE config (a model's config, or a ``vae/config.json`` read as a
+    dict: diffusers' defaults, 4 channels and one block, fill what the file leaves out)."""
+    get = vae_config.get if isinstance(vae_config, dict) else lambda k, d: getattr(vae_config, k, d)
+    return {"latent_channels": int(get("latent_channels", 4)),
+            "downsample": 2 ** (len(get("block_out_channels", (64,))) - 1)}

@@ -22,25 +22,46 @@ DECODER_FILE = "decoder.safetensors"
 FORMAT = 1  # weights/config.json layout; a newer one is refused, an older one needs a retrain
 # what a motion's LoRA depends on; any difference means it cannot be loaded
 GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_channels", "downsample", "target")
+# content ids (flashctl.model.content_id) -> what they name and the text key they replace; compared only when both
+# the motion and the config have one (motions saved before content ids keep matching on the base's text)
+CONTENT_KEYS = {"base_content_id": ("base", "base"), "adapter_content_id": ("motion adapter", None)}
 DIFFUSERS_PREFIX = "unet."  # where diffusers pipelines' load_lora_weights looks for U-Net LoRA keys
 COMFYUI_PREFIX = "lora_unet_"  # ComfyUI's (kohya-ss) U-Net LoRA names: comfy/lora.py model_lora_keys_unet
 COMFYUI_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}  # peft -> ComfyUI
 
 
-def _describe(geometry: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={geometry.get(k)}" for k in GEOMETRY_KEYS)
+def _describe(geometry: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={geometry.get(k)}" for k in keys)
 
 
-def check_compatible(action: str, saved: dict[str, Any], active: dict[str, Any]) -> None:
-    """Raise :class:`IncompatibleMotionError` naming both sides when the geometries differ."""
+def check_compatible(action: str, saved: dict[str, Any], active: dict[str, Any], *, partial: bool = False) -> None:
+    """Raise :class:`IncompatibleMotionError` naming both sides when the geometries differ.
+
+    Base and adapter weights are compared by content id where both sides record one (then the base's path
+    text is not compared: a moved or symlinked folder is the same base); ``partial``: ``active`` is the cheap
+    geometry read from the folders' metadata before anything is built, so only the keys it has are compared.
+    """
     theirs = saved.get("backbone", {}).get("geometry", {})
-    differ = [k for k in GEOMETRY_KEYS if theirs.get(k) != active.get(k)]
+    keys = [k for k in GEOMETRY_KEYS if not partial or k in active]
+    both = [k for k in CONTENT_KEYS if theirs.get(k) and active.get(k)]
+    compared = [k for k in keys if k not in {CONTENT_KEYS[c][1] for c in both}]
+    differ = [k for k in compared if theirs.get(k) != active.get(k)]
     if differ:
+        shown = keys + both
         raise IncompatibleMotionError(
-            f"motion '{action}' was trained for [{_describe(theirs)}] but the config uses [{_describe(active)}] "
-            f"(differs in {', '.join(differ)})",
+            f"motion '{action}' was trained for [{_describe(theirs, shown)}] but the config uses "
+            f"[{_describe(active, shown)}] (differs in {', '.join(differ)})",
             hint=f"switch model.backbone / [options.backbone.*] back to the motion's settings, "
                  f"or retrain it: flashctl train {action}")
+    for key in both:
+        if theirs[key] != active[key]:
+            what, replaces = CONTENT_KEYS[key]
+            option = f"options.backbone.{active.get('backbone')}.{'base' if replaces else 'motion_adapter'}"
+            where = f"base {active.get('base')}" if replaces else f"{what} ({option})"
+            raise IncompatibleMotionError(
+                f"motion '{action}' was trained on {what} weights with content id {theirs[key]} but the configured "
+                f"{where} has content id {active[key]}",
+                hint=f"point {option} at the {what} the motion was trained on, or retrain it: flashctl train {action}")
 
 
 def check_format(action: str, record: dict[str, Any], path: Path) -> None:

@@ -138,12 +138,14 @@ class MotionModel:
                     action: str) -> tuple[MotionModel, dict[str, Any]]:
         """Rebuild the configured model and load a saved motion into it -> ``(model, weights/config.json)``.
 
-        The format version is checked before anything is built; the geometry after the backbone is built
+        The format version is checked before anything is built, the geometry twice: from the folders'
+        metadata before any weights load (:func:`precheck_motion`), then in full after the backbone is built
         (a mismatch names both sides); then the LoRA (at ``animate.strength``) and the decoder's layers.
         """
         folder = Path(folder)
         record = read_json(folder / CONFIG_FILE) or {}
         check_format(action, record, folder / CONFIG_FILE)
+        precheck_motion(action, record, config, host, ctx)
         model = cls.build(config, host, ctx)
         check_compatible(action, record, model.backbone.geometry())
         lora = record["lora"]
@@ -166,3 +168,30 @@ class MotionModel:
             return
         self.decoder.load(folder / saved["file"])
         self.decoder_fitted = True
+
+
+def precheck_motion(action: str, record: dict[str, Any], config: FlashConfig, host: PluginHost,
+                    ctx: BuildContext) -> None:
+    """Refuse a motion whose geometry the configured backbone cannot match, from metadata only (no weights load).
+
+    A backbone plugin offers this with a ``metadata_geometry(options, ctx)`` function in its package's
+    ``backbone`` module (next to the factory's module), returning the geometry keys it can know from the
+    folders' config files and content ids; without one only the backbone's name is compared.
+    """
+    import importlib
+
+    name = config.model.backbone
+    spec = host.registry.get("backbone", name, where="model.backbone")
+    package, module = getattr(spec.factory, "__module__", None), None
+    try:
+        module = importlib.import_module(f"{package}.backbone") if package else None
+    except ModuleNotFoundError as exc:  # no such module: no pre-check; a plugin's own broken import still raises
+        if exc.name != f"{package}.backbone":
+            raise
+    metadata_geometry = getattr(module, "metadata_geometry", None)
+    if metadata_geometry is None:
+        active: dict[str, Any] = {"backbone": name}
+    else:
+        options = spec.validate_options(config.component_options("backbone", name), "model.backbone")
+        active = metadata_geometry(options, ctx)
+    check_compatible(action, record, active, partial=True)

@@ -20,7 +20,7 @@ from diffusers import (
 from einops import rearrange
 
 from flashctl.errors import ConfigError
-from flashctl.model.configs import geometry_record, public_config
+from flashctl.model.configs import geometry_record, latent_geometry, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
 from flashctl.model.latent_backbone import LatentVideoBackbone
 from flashctl.model.modules import freeze
@@ -32,6 +32,8 @@ from .components import (
     BASE_RECORD,
     Components,
     pretrained_tiny_components,
+    random_base_id,
+    resolve_folders,
     sd15_components,
     tiny_components,
 )
@@ -49,7 +51,7 @@ class AnimateDiffBackbone(LatentVideoBackbone):
 
     def __init__(self, components: Components, options: AnimateDiffOptions, device: str, dtype: torch.dtype) -> None:
         self.options = options
-        self.base_id = components.base_id
+        self.base_id, self._content = components.base_id, components.content
         self._unet2d_config = public_config(components.unet2d.config)
         self._adapter_config = public_config(components.adapter.config)
         self.unet = UNetMotionModel.from_unet2d(components.unet2d, components.adapter)
@@ -95,10 +97,11 @@ class AnimateDiffBackbone(LatentVideoBackbone):
         configs = {"unet": self._unet2d_config, "motion_adapter": self._adapter_config,
                    "vae": public_config(self.vae.config)}
         if self.options.target == "latent":  # the default keeps the geometry (and its hash) it always had
-            return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config)
+            return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config,
+                                   self._content)
         configs["target"] = self.options.target  # hashed, so check_compatible refuses the other parameterisation
-        return {**geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config),
-                "target": self.options.target}
+        return {**geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config,
+                                  self._content), "target": self.options.target}
 
     def save_pretrained(self, path: Path) -> Path:
         """Write the base in the sd15 layout (unet/ vae/ text_encoder/ tokenizer/ motion_adapter/).
@@ -126,14 +129,32 @@ def build_backbone(options: AnimateDiffOptions, ctx: Any) -> AnimateDiffBackbone
         components = sd15_components(options, ctx)
     else:
         components = pretrained_tiny_components(options, ctx) if options.base else tiny_components(options)
-    return AnimateDiffBackbone(components, _trained_as(options, components), ctx.device, ctx.torch_dtype())
+    return AnimateDiffBackbone(components, _trained_as(options, components.trained_as), ctx.device,
+                               ctx.torch_dtype())
 
 
-def _trained_as(options: AnimateDiffOptions, components: Components) -> AnimateDiffOptions:
+def metadata_geometry(options: AnimateDiffOptions, ctx: Any) -> dict[str, Any]:
+    """The geometry keys knowable from the folders' files (configs, safetensors headers) without building the
+    model: what :meth:`MotionModel.from_motion` checks before any weights load. The configs' hash needs the
+    built modules and is checked after."""
+    folders = resolve_folders(options, ctx)
+    if folders is None:  # random tiny weights: the options are the geometry
+        vae: dict[str, Any] = {"block_out_channels": options.vae_channels, "latent_channels": 4}
+        geo = {"base": random_base_id(options)}
+    else:
+        vae = json.loads((folders.root / "vae" / "config.json").read_text())
+        options = _trained_as(options, folders.trained_as())
+        geo = {"base": folders.base_id} if folders.base_id else {}
+        geo.update({k: v for k, v in folders.content().items() if v})
+    return {"backbone": AnimateDiffBackbone.name, "preset": options.preset, **geo, **latent_geometry(vae),
+            "target": None if options.target == "latent" else options.target}
+
+
+def _trained_as(options: AnimateDiffOptions, trained_as: dict[str, str]) -> AnimateDiffOptions:
     """Adopt the target / prediction type a pretrained base records; a conflicting explicit setting is an error."""
-    for key, value in components.trained_as.items():
+    for key, value in trained_as.items():
         if key in options.model_fields_set and getattr(options, key) != value:
             raise ConfigError(f"options.backbone.animatediff.{key} = {getattr(options, key)!r} does not match the "
                               f"base {options.base!r}, which was trained with {key} = {value!r}",
                               hint=f"remove the key (the base's own value is used) or set it to {value!r}")
-    return options.model_copy(update=components.trained_as)
+    return options.model_copy(update=trained_as)

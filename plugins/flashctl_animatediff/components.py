@@ -13,10 +13,12 @@ from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from flashctl.context import require_weights
+from flashctl.model.content_id import content_id
 
 from . import SD15_BASE, SD15_MOTION_ADAPTER, TINY_SHIPPED, AnimateDiffOptions
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+BASE_WEIGHTS = ("unet", "vae", "text_encoder")  # the subfolders whose weights make the base's content id
 ADAPTER_FOLDER = "motion_adapter"
 BASE_RECORD = "flashctl_base.json"  # how a pretrained tiny base was trained: {"target": ..., "prediction_type": ...}
 SHIPPED_TINY_BASE = Path(__file__).parent / "weights" / "tiny-base"
@@ -31,6 +33,43 @@ class Components:
     tokenizer: CLIPTokenizer
     base_id: str
     trained_as: dict[str, str] = field(default_factory=dict)  # option values the weights were trained with
+    content: dict[str, str | None] = field(default_factory=dict)  # base_content_id / adapter_content_id (files only)
+
+
+@dataclass
+class Folders:
+    """Where a base's weights live, resolved without loading them (what the geometry pre-check reads)."""
+
+    root: Path
+    adapter: Path
+    base_id: str | None  # the base's id text when it is known without hashing every byte
+
+    def content(self) -> dict[str, str | None]:
+        """Content ids (header + size + samples, :mod:`flashctl.model.content_id`) of the base and the adapter."""
+        return {"base_content_id": content_id([self.root / s for s in BASE_WEIGHTS], self.root),
+                "adapter_content_id": content_id(self.adapter)}
+
+    def trained_as(self) -> dict[str, str]:
+        record = self.root / BASE_RECORD
+        return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def resolve_folders(options: AnimateDiffOptions, ctx: Any) -> Folders | None:
+    """The base and adapter folders ``options`` name (``None``: random tiny weights, no folder)."""
+    if options.preset == "sd15":
+        base_ref = options.base or SD15_BASE
+        root = require_weights(ctx, base_ref, label="animatediff sd15: base weights",
+                               option_key="options.backbone.animatediff.base", subfolders=SUBFOLDERS)
+        adapter_ref = options.motion_adapter or SD15_MOTION_ADAPTER
+        adapter = require_weights(ctx, adapter_ref, label="animatediff sd15: motion adapter",
+                                  option_key="options.backbone.animatediff.motion_adapter")
+        return Folders(root, adapter, base_ref)
+    if not options.base:
+        return None
+    ref = str(SHIPPED_TINY_BASE) if options.base == TINY_SHIPPED else options.base
+    root = require_weights(ctx, ref, label="animatediff tiny: base weights",
+                           option_key="options.backbone.animatediff.base", subfolders=SUBFOLDERS + (ADAPTER_FOLDER,))
+    return Folders(root, root / ADAPTER_FOLDER, None)
 
 
 def byte_level_tokenizer(max_length: int = 77) -> CLIPTokenizer:
@@ -66,7 +105,12 @@ def tiny_components(options: AnimateDiffOptions) -> Components:
             num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id))
-    return Components(unet2d, adapter, vae, text_encoder, tokenizer, base_id=f"tiny(init_seed={options.init_seed})")
+    return Components(unet2d, adapter, vae, text_encoder, tokenizer, base_id=random_base_id(options))
+
+
+def random_base_id(options: AnimateDiffOptions) -> str:
+    """The base id of random tiny weights: the seed that made them."""
+    return f"tiny(init_seed={options.init_seed})"
 
 
 def pretrained_tiny_components(options: AnimateDiffOptions, ctx: Any) -> Components:
@@ -75,9 +119,8 @@ def pretrained_tiny_components(options: AnimateDiffOptions, ctx: Any) -> Compone
     The base id is a hash of the weights (not their folder), so motions trained on one pretrained base refuse
     another and load on any copy of the same one.
     """
-    ref = str(SHIPPED_TINY_BASE) if options.base == TINY_SHIPPED else options.base
-    root = require_weights(ctx, ref, label="animatediff tiny: base weights",
-                           option_key="options.backbone.animatediff.base", subfolders=SUBFOLDERS + (ADAPTER_FOLDER,))
+    folders = resolve_folders(options, ctx)
+    root = folders.root
     digest = hashlib.sha256()
     for sub in ("unet", ADAPTER_FOLDER, "vae", "text_encoder"):
         for file in sorted((root / sub).glob("*.safetensors")):
@@ -88,24 +131,22 @@ def pretrained_tiny_components(options: AnimateDiffOptions, ctx: Any) -> Compone
         vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
-        base_id=f"tiny-pretrained@{digest.hexdigest()[:16]}",
-        trained_as=json.loads((root / BASE_RECORD).read_text()) if (root / BASE_RECORD).is_file() else {},
+        base_id=f"tiny-pretrained@{digest.hexdigest()[:16]}",  # kept: the shipped motions record it
+        trained_as=folders.trained_as(),
+        content=folders.content(),
     )
 
 
 def sd15_components(options: AnimateDiffOptions, ctx: Any) -> Components:
     """SD1.5 base (unet/ vae/ text_encoder/ tokenizer/) plus a MotionAdapter folder, resolved through ``ctx``."""
-    base_ref = options.base or SD15_BASE
-    root = require_weights(ctx, base_ref, label="animatediff sd15: base weights",
-                           option_key="options.backbone.animatediff.base", subfolders=SUBFOLDERS)
-    adapter_ref = options.motion_adapter or SD15_MOTION_ADAPTER
-    adapter_dir = require_weights(ctx, adapter_ref, label="animatediff sd15: motion adapter",
-                                  option_key="options.backbone.animatediff.motion_adapter")
+    folders = resolve_folders(options, ctx)
+    root, adapter_dir = folders.root, folders.adapter
     return Components(
         unet2d=UNet2DConditionModel.from_pretrained(root, subfolder="unet"),
         adapter=MotionAdapter.from_pretrained(adapter_dir),
         vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
         tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
-        base_id=base_ref,
+        base_id=folders.base_id,
+        content=folders.content(),
     )

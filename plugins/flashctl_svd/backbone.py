@@ -18,6 +18,7 @@ Conditioning, as the protocol's ``encode_prompt`` / ``denoise`` split allows it:
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from flashctl.model.configs import geometry_record, public_config
+from flashctl.model.configs import geometry_record, latent_geometry, public_config
 from flashctl.model.cross_frame import CROSS_FRAME_QUERY, set_num_frames, split_attention
 from flashctl.model.latent_backbone import LatentVideoBackbone
 from flashctl.model.modules import freeze
 from flashctl.model.objectives import DiffusionObjective
 
-from . import SVDOptions
-from .components import Components, svd_components, tiny_components
+from . import SVD_BASE, SVDOptions
+from .components import Components, base_content, random_base_id, resolve_base, svd_components, tiny_components
 from .schedule import TRAIN_STEPS, noise_condition, scheduler_config
 
 TEMPORAL_ATTN = re.compile(r"(.*\.)?attentions\.\d+\.temporal_transformer_blocks\.\d+\.attn1\.processor")
@@ -49,7 +50,7 @@ class SVDBackbone(LatentVideoBackbone):
 
     def __init__(self, components: Components, options: SVDOptions, device: str, dtype: torch.dtype) -> None:
         self.options = options
-        self.base_id = components.base_id
+        self.base_id, self._content = components.base_id, components.content
         self.unet, self.vae, self.image_encoder = components.unet, components.vae, components.image_encoder
         freeze((self.unet, self.vae, self.image_encoder), device, dtype)
         extractor = components.feature_extractor
@@ -111,7 +112,7 @@ class SVDBackbone(LatentVideoBackbone):
     def geometry(self) -> dict[str, Any]:
         configs = {"unet": public_config(self.unet.config), "vae": public_config(self.vae.config),
                    "image_encoder": public_config(self.image_encoder.config)}
-        return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config)
+        return geometry_record(self.name, self.options.preset, self.base_id, configs, self.vae.config, self._content)
 
     def save_pretrained(self, path: Path) -> Path:
         """Write the base in the svd layout (unet/ vae/ image_encoder/ feature_extractor/).
@@ -129,3 +130,16 @@ class SVDBackbone(LatentVideoBackbone):
 def build_backbone(options: SVDOptions, ctx: Any) -> SVDBackbone:
     components = tiny_components(options) if options.preset == "tiny" else svd_components(options, ctx)
     return SVDBackbone(components, options, ctx.device, ctx.torch_dtype())
+
+
+def metadata_geometry(options: SVDOptions, ctx: Any) -> dict[str, Any]:
+    """The geometry keys knowable from the folder's files (configs, safetensors headers) without building the
+    model: what :meth:`MotionModel.from_motion` checks before any weights load."""
+    if options.preset == "tiny":
+        vae: dict[str, Any] = {"block_out_channels": options.vae_channels, "latent_channels": 4}
+        geo = {"base": random_base_id(options)}
+    else:
+        root = resolve_base(options, ctx)
+        vae = json.loads((root / "vae" / "config.json").read_text())
+        geo = {"base": options.base or SVD_BASE, **{k: v for k, v in base_content(root).items() if v}}
+    return {"backbone": SVDBackbone.name, "preset": options.preset, **geo, **latent_geometry(vae)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,10 +11,12 @@ from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionM
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from flashctl.context import require_weights
+from flashctl.model.content_id import content_id
 
 from . import SVD_BASE, SVDOptions
 
 SUBFOLDERS = ("unet", "vae", "image_encoder", "feature_extractor")
+BASE_WEIGHTS = ("unet", "vae", "image_encoder")  # the subfolders whose weights make the base's content id
 TIME_IDS = 3  # fps, motion bucket, noise augmentation
 HEAD_DIM = 16  # tiny: attention head width
 
@@ -25,6 +28,7 @@ class Components:
     image_encoder: CLIPVisionModelWithProjection
     feature_extractor: CLIPImageProcessorPil  # only its normalisation (mean, std) is used
     base_id: str
+    content: dict[str, str | None] = field(default_factory=dict)  # base_content_id (a folder's weights only)
 
 
 def tiny_components(options: SVDOptions) -> Components:
@@ -44,19 +48,33 @@ def tiny_components(options: SVDOptions) -> Components:
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=dim, projection_dim=dim, intermediate_size=2 * dim, num_hidden_layers=2,
             num_attention_heads=4, image_size=224, patch_size=32))  # 49 patches: cheap at SVD's input size
-    return Components(unet, vae, image_encoder, CLIPImageProcessorPil(),
-                      base_id=f"tiny(init_seed={options.init_seed})")
+    return Components(unet, vae, image_encoder, CLIPImageProcessorPil(), base_id=random_base_id(options))
+
+
+def random_base_id(options: SVDOptions) -> str:
+    """The base id of random tiny weights: the seed that made them."""
+    return f"tiny(init_seed={options.init_seed})"
+
+
+def resolve_base(options: SVDOptions, ctx: Any) -> Path:
+    """The SVD base folder ``options`` name, resolved through ``ctx`` without loading it."""
+    return require_weights(ctx, options.base or SVD_BASE, label="svd: base weights",
+                           option_key="options.backbone.svd.base", subfolders=SUBFOLDERS)
+
+
+def base_content(root: Path) -> dict[str, str | None]:
+    """The base's content id (header + size + samples, :mod:`flashctl.model.content_id`)."""
+    return {"base_content_id": content_id([root / s for s in BASE_WEIGHTS], root)}
 
 
 def svd_components(options: SVDOptions, ctx: Any) -> Components:
     """An SVD base folder (unet/ vae/ image_encoder/ feature_extractor/), resolved through ``ctx``."""
-    ref = options.base or SVD_BASE
-    root = require_weights(ctx, ref, label="svd: base weights", option_key="options.backbone.svd.base",
-                           subfolders=SUBFOLDERS)
+    root = resolve_base(options, ctx)
     return Components(
         unet=UNetSpatioTemporalConditionModel.from_pretrained(root, subfolder="unet"),
         vae=AutoencoderKLTemporalDecoder.from_pretrained(root, subfolder="vae"),
         image_encoder=CLIPVisionModelWithProjection.from_pretrained(root, subfolder="image_encoder"),
         feature_extractor=CLIPImageProcessorPil.from_pretrained(root, subfolder="feature_extractor"),
-        base_id=ref,
+        base_id=options.base or SVD_BASE,
+        content=base_content(root),
     )
