@@ -208,3 +208,37 @@ def test_detail_decoder_refuses_the_temporal_vae_with_a_clear_error(host, backbo
     with pytest.raises(ConfigError) as info:
         decoder.attach(backbone)
     assert "AutoencoderKLTemporalDecoder" in info.value.message and 'model.decoder = "vae"' in info.value.hint
+
+
+def test_the_default_config_with_only_the_backbone_switched_to_svd_trains_and_animates(tmp_path, host):
+    """Every preset's default config trains: the built-in defaults with only ``model.backbone = "svd"``."""
+    from flashctl.config import FlashConfig
+    from flashctl.pipeline.animate import load_animator
+    from flashctl.pipeline.train import train
+    from motion_kit import FPS, FRAMES, SIZE, make_action
+
+    config = FlashConfig.model_validate({"source": str(tmp_path / "flashctl.toml"), "model": {"backbone": "svd"},
+                                         "prepare": {"frames": FRAMES, "size": SIZE, "fps": FPS}})  # the clips' size
+    assert config.model.decoder == "vae" and not config.train.detail_decoder  # defaults, untouched
+    library = make_action(config, "slide")
+    result = train(config, library, "slide", host, steps=2)
+    assert result.steps == 2 and math.isfinite(result.final_loss)
+    video = load_animator(config.model_copy(update={"animate": config.animate.model_copy(update={"steps": 2})}),
+                          library, "slide", host).render(torch.zeros(SIZE, SIZE, 3, dtype=torch.uint8).numpy(), seed=0)
+    assert video.shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_detail_enhance_with_svd_is_one_error_with_one_fix(tmp_path, host):
+    from flashctl.config import FlashConfig
+    from flashctl.pipeline.train import train
+    from motion_kit import FPS, FRAMES, SIZE, make_action
+
+    config = FlashConfig.model_validate({"source": str(tmp_path / "flashctl.toml"),
+                                         "model": {"backbone": "svd", "decoder": "detail-enhance"},
+                                         "train": {"detail_decoder": True},
+                                         "prepare": {"frames": FRAMES, "size": SIZE, "fps": FPS}})
+    with pytest.raises(ConfigError) as info:
+        train(config, make_action(config, "slide"), "slide", host, steps=1)
+    err = info.value
+    assert "\n" not in str(err) and "AutoencoderKLTemporalDecoder" in err.message
+    assert 'use model.decoder = "vae" with svd' in err.hint and "detail-enhance" not in err.hint

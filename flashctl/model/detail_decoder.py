@@ -130,9 +130,10 @@ class DetailEnhanceDecoder(nn.Module):
 
         vae = backbone.vae
         if not isinstance(vae, AutoencoderKL):  # e.g. SVD's temporal VAE decodes frames jointly
-            raise ConfigError(f"model.decoder: 'detail-enhance' needs an AutoencoderKL VAE; backbone "
-                              f"'{backbone.name}' has {type(vae).__name__}",
-                              hint="set model.decoder = \"vae\" for this backbone")
+            raise ConfigError(f"model.decoder = \"detail-enhance\" needs an AutoencoderKL VAE, but backbone "
+                              f"'{backbone.name}' has {type(vae).__name__}, which decodes frames jointly",
+                              hint=f"use model.decoder = \"vae\" with {backbone.name} "
+                                   f"(and train.detail_decoder = false: there is nothing to fit)")
         n_up = len(vae.decoder.up_blocks)
         attention, conv = self._blocks(n_up)
         enc_shapes, up_shapes = self._probe(vae)
