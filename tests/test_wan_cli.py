@@ -1,4 +1,4 @@
-"""prepare -> train (MAM on) -> animate through the CLI with `model.backbone = "wan"` (tiny, 5 frames, 32 px, CPU)."""
+"""prepare -> train (MAM on) -> animate -> eval through the CLI with `model.backbone = "wan"` (tiny, 5 frames, 32 px, CPU)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ def test_prepare_train_animate_on_wan(project, capsys):
         assert info.frames == FRAMES and (info.width, info.height) == (32, 32)
         outputs.append(next(out.glob("*_sheet.png")).read_bytes())
     assert outputs[0] == outputs[1] and outputs[0] != outputs[2]  # the same seed gives the same video
+
+    r = run(capsys, "eval", "wave", "--json")  # each clip's first frame animated, scored against the clip
+    assert r.code == 0, r.err
+    assert (project / "motions" / "wave" / "eval" / "metrics.json").is_file()
 
 
 def test_a_frame_count_wan_cannot_hold_is_one_line_naming_the_counts_that_work(project, capsys):
