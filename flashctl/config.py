@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 import re
 import sys
 from pathlib import Path
@@ -28,8 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFIG_NAME = "flashctl.toml"
-CONFIG_ENV = "FLASHCTL_CONFIG"
+from .config_discovery import CONFIG_ENV, CONFIG_NAME, discover_config
 # The demo motions beside the package in a source checkout (an editable install). They are not package
 # data (a motion's `current` link does not survive a wheel), so an installed wheel has none.
 SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "motions"
@@ -311,44 +309,6 @@ def _merge(base: dict[str, Any], path: list[str], value: Any) -> None:
     base[path[-1]] = value
 
 
-def user_config_path() -> Path:
-    """The user-level config: platformdirs' user config folder when installed, else XDG's.
-
-    Without platformdirs: ``$XDG_CONFIG_HOME/flashctl/flashctl.toml``, else ``~/.config/flashctl/flashctl.toml``.
-    """
-    try:
-        import platformdirs
-    except ImportError:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser()
-        return base / "flashctl" / CONFIG_NAME
-    return Path(platformdirs.user_config_dir("flashctl")) / CONFIG_NAME
-
-
-def find_project_config(start: Path | None = None) -> Path | None:
-    """The nearest ``flashctl.toml`` in ``start`` (default: the current folder) or any folder above it."""
-    here = Path(start or Path.cwd()).absolute()
-    for folder in (here, *here.parents):
-        candidate = folder / CONFIG_NAME
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def discover_config(path: Path | str | None = None) -> tuple[Path | None, str]:
-    """(config file or None, how it was found): --config, FLASHCTL_CONFIG, project, user or defaults."""
-    if path is not None:
-        return Path(path), "--config"
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV]), CONFIG_ENV
-    project = find_project_config()
-    if project is not None:
-        return project, "project"
-    user = user_config_path()
-    if user.is_file():
-        return user, "user"
-    return None, "defaults"
-
-
 def load_config(path: Path | str | None = None, overrides: list[str] = ()) -> FlashConfig:
     """Read ``path`` (or the discovered config, see :func:`discover_config`) and apply ``--set`` overrides."""
     path, found_by = discover_config(path)
@@ -395,53 +355,6 @@ def value_sources(config: FlashConfig, overrides: list[str] = ()) -> dict[str, s
         prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
         sources[dotted] = ("--set" if prefixes & from_set else config.source if prefixes & from_file else "default")
     return sources
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        import json
-
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(str(key))
-
-
-def to_toml(data: dict[str, Any], comments: dict[str, str] | None = None) -> str:
-    """Plain data -> TOML text (tables for nested dicts; ``None`` values become comments: TOML has no null).
-
-    ``comments`` maps ``"section.key"`` to a trailing comment (``config show --sources``).
-    """
-    comments = comments or {}
-    lines: list[str] = []
-
-    def emit(table: dict[str, Any], prefix: list[str]) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if prefix and (scalars or not tables):
-            lines.append(("\n" if lines else "") + "[" + ".".join(_toml_key(p) for p in prefix) + "]")
-        for key, value in scalars.items():
-            dotted = ".".join([*prefix, key])
-            note = f"  # {comments[dotted]}" if dotted in comments else ""
-            if value is None:
-                lines.append(f"# {_toml_key(key)} is not set{note.replace('  #', ';', 1)}")
-            else:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}{note}")
-        for key, value in tables.items():
-            emit(value, [*prefix, key])
-
-    emit(data, [])
-    return "\n".join(lines) + "\n"
 
 
 def config_to_dict(config: FlashConfig) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def test_env_beats_the_walk_and_config_flag_beats_env(tmp_path, monkeypatch):
 
 
 def test_user_config_when_no_project_config_then_defaults(tmp_path, monkeypatch):
-    from flashctl.config import user_config_path
+    from flashctl.config_discovery import user_config_path
 
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
@@ -162,7 +162,7 @@ def test_user_config_when_no_project_config_then_defaults(tmp_path, monkeypatch)
 
 
 def test_user_config_falls_back_to_dot_config(tmp_path, monkeypatch):
-    from flashctl.config import user_config_path
+    from flashctl.config_discovery import user_config_path
 
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -192,7 +192,8 @@ def test_value_sources_name_file_default_and_set(tmp_path):
 def test_to_toml_round_trips_every_value(tmp_path):
     import tomllib
 
-    from flashctl.config import config_to_dict, to_toml
+    from flashctl.config import config_to_dict
+    from flashctl.toml_writer import to_toml
 
     path = write(tmp_path, '[animate]\nnegative_prompt = "a \\"quoted\\" \\\\ thing"\n'
                            '[options.backbone.animatediff]\npreset = "tiny"\n')

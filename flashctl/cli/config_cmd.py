@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..config import CONFIG_ENV, config_to_dict, to_toml, validate_components, value_sources
+from ..config import config_to_dict, validate_components, value_sources
+from ..config_discovery import CONFIG_ENV
+from ..toml_writer import to_toml
 from .console import err, print_json
 from .options import JsonOpt, SetOpt
 from .state import state
