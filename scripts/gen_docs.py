@@ -37,6 +37,24 @@ def cli_markdown() -> str:
     return "\n".join(parts)
 
 
+def _section_table(name: str, model: type) -> list[str]:
+    """``## [name]`` and its keys; a nested section (``[train.mam]``) follows as its own table."""
+    from pydantic import BaseModel
+
+    parts, nested = [f"## [{name}]", "", "| key | type | default | meaning |", "|---|---|---|---|"], []
+    for key, sub in model.model_fields.items():
+        if isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel):
+            parts.append(f"| `{key}` | table | see `[{name}.{key}]` below | {sub.description or ''} |")
+            nested.append((f"{name}.{key}", sub.annotation))
+            continue
+        typ = (getattr(sub.annotation, "__name__", None) or str(sub.annotation).replace("typing.", "")).replace("|", "\\|")
+        parts.append(f"| `{key}` | {typ} | `{sub.default!r}` | {sub.description or ''} |")
+    parts.append("")
+    for child, model_ in nested:
+        parts += _section_table(child, model_)
+    return parts
+
+
 def config_markdown() -> str:
     from pydantic import BaseModel
 
@@ -54,11 +72,7 @@ def config_markdown() -> str:
         if field.exclude:  # source, found_by: where the config came from, not settings
             continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            parts += [f"## [{name}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-            for key, sub in ann.model_fields.items():
-                typ = getattr(sub.annotation, "__name__", None) or str(sub.annotation).replace("typing.", "")
-                parts.append(f"| `{key}` | {typ} | `{sub.default!r}` | {sub.description or ''} |")
-            parts.append("")
+            parts += _section_table(name, ann)
         else:
             parts += [f"## {name}", "", f"Default `{field.get_default(call_default_factory=True)!r}`."
                       + (" Tables `[options.<kind>.<name>]` hold each component's own options, validated by that "
