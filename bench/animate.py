@@ -1,9 +1,11 @@
 """Animate cost on the tiny preset: flashctl vs stock diffusers, DED vs VAE decode, frames and resolution sweeps.
 
 * flashctl end to end after load (``Animator.render``: uint8 image in, uint8 frames out) vs the stock
-  ``diffusers.AnimateDiffPipeline`` built from the SAME modules (U-Net with flashctl's cross-frame
-  processors, VAE, scheduler config, steps, seed, precomputed prompt embedding, no guidance).
-  Target ratio <= 1.05.
+  ``diffusers.AnimateDiffPipeline`` built from the SAME modules doing the same work (U-Net with flashctl's
+  cross-frame processors, VAE, scheduler config, steps, seed, precomputed prompt embedding, no guidance,
+  no anchoring, pure-noise start). Target ratio <= 1.05. The two are timed alternately.
+* what users run: ``animate``'s defaults (guidance 4, anchoring, reference start, the default decoder),
+  as a row beside the stock unguided call (guidance doubles the denoiser batch).
 * DED (``detail-enhance``, unfitted) decode vs the stock VAE decode of the same latents. Target <= 1.30.
 * flashctl render time vs frames (8, 16, 32) at 64 px and vs resolution (32, 64, 128) at 16 frames.
 * peak RSS of the process. Each timing is the minimum over ``--repeat`` runs, with the 1-minute
@@ -33,6 +35,19 @@ RESULTS = Path(__file__).parent / "results"
 PROMPT = "a person waves"
 
 
+def timed_pair(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`timed` of ``a`` and ``b`` measured alternately (a, b, a, b, ...), so a load change hits both."""
+    a(), b()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((a, times[0]), (b, times[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    load = round(os.getloadavg()[0], 2)
+    return {"s": round(min(times[0]), 4), "load1": load}, {"s": round(min(times[1]), 4), "load1": load}
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
     """Minimum seconds over ``repeat`` calls (after one warm-up) and the load average meanwhile."""
     fn()
@@ -44,17 +59,24 @@ def timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
     return {"s": round(min(times), 4), "load1": round(os.getloadavg()[0], 2)}
 
 
-def animator(host: Any, decoder_name: str, frames: int, size: int, steps: int) -> Any:
-    """A flashctl Animator on the tiny preset, as ``load_animator`` leaves it (runtime defaults applied)."""
+SAME_WORK = {"guidance_scale": 1.0, "anchor": False, "start": "noise"}  # what the stock pipeline call does
+
+
+def animator(host: Any, decoder_name: str | None, frames: int, size: int, steps: int, **animate: Any) -> Any:
+    """A flashctl Animator on the tiny preset, as ``load_animator`` leaves it (runtime defaults applied);
+    ``decoder_name`` None = the default decoder, ``animate`` = [animate] overrides."""
     from flashctl.config import FlashConfig
     from flashctl.context import BuildContext
     from flashctl.pipeline.animate import Animator
     from flashctl.model.motion_model import MotionModel
 
-    config = FlashConfig.model_validate({"model": {"decoder": decoder_name}, "animate": {"steps": steps}})
+    model_section = {"decoder": decoder_name} if decoder_name else {}
+    config = FlashConfig.model_validate({"model": model_section, "animate": {"steps": steps, **animate}})
     model = MotionModel.build(config, host, BuildContext())
     prompt_emb = model.backbone.encode_prompt([PROMPT])  # (1, seq, dim)
-    return Animator(model, "bench", {"frames": frames, "size": size, "fps": 8.0}, config.animate, prompt_emb, None)
+    guided = config.animate.guidance_scale > 1
+    negative = model.backbone.encode_prompt([config.animate.negative_prompt]) if guided else None  # (1, seq, dim)
+    return Animator(model, "bench", {"frames": frames, "size": size, "fps": 8.0}, config.animate, prompt_emb, negative)
 
 
 def stock_pipeline(backbone: Any) -> Any:
@@ -69,7 +91,8 @@ def stock_pipeline(backbone: Any) -> Any:
 
 
 def compare_pipelines(host: Any, frames: int, size: int, steps: int, repeat: int) -> dict[str, Any]:
-    anim = animator(host, "vae", frames, size, steps)
+    anim = animator(host, "vae", frames, size, steps, **SAME_WORK)
+    users = animator(host, None, frames, size, steps)  # animate's defaults
     backbone = anim.model.backbone
     pipe = stock_pipeline(backbone)
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -80,9 +103,12 @@ def compare_pipelines(host: Any, frames: int, size: int, steps: int, repeat: int
                     num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(0),
                     output_type="np").frames
 
-    ours = timed(lambda: anim.render(image, seed=0), repeat)
-    theirs = timed(stock, repeat)
+    ours, theirs = timed_pair(lambda: anim.render(image, seed=0), stock, repeat)
+    default = timed(lambda: users.render(image, seed=0), repeat)
     return {"flashctl": ours, "stock": theirs, "ratio": round(ours["s"] / theirs["s"], 3), "target": 1.05,
+            "users_default": {**default, "ratio_to_stock": round(default["s"] / theirs["s"], 3),
+                              "animate": users.settings.model_dump(include={"guidance_scale", "anchor", "start"}),
+                              "decoder": users.model.decoder.name},
             "frames": frames, "size": size, "steps": steps}
 
 
@@ -95,8 +121,8 @@ def compare_decoders(host: Any, frames: int, size: int, repeat: int) -> dict[str
     reference = torch.rand(1, 3, size, size, generator=g) * 2 - 1  # (1, 3, S, S)
     latents = backbone.encode_video(reference[:, None]).expand(1, frames, -1, -1, -1).contiguous()  # (1, F, c, h, w)
     with torch.no_grad():
-        ours = timed(lambda: ded.model.decoder.decode(latents, reference), repeat)
-        stock = timed(lambda: backbone.decode_latents(latents), repeat)
+        ours, stock = timed_pair(lambda: ded.model.decoder.decode(latents, reference),
+                                 lambda: backbone.decode_latents(latents), repeat)
     return {"ded": ours, "vae": stock, "ratio": round(ours["s"] / stock["s"], 3), "target": 1.30,
             "frames": frames, "size": size}
 
@@ -105,7 +131,7 @@ def sweep(host: Any, points: list[tuple[int, int]], steps: int) -> list[dict[str
     rows = []
     image_rng = np.random.default_rng(0)
     for frames, size in points:
-        anim = animator(host, "vae", frames, size, steps)
+        anim = animator(host, "vae", frames, size, steps, **SAME_WORK)
         image = image_rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         rows.append({"frames": frames, "size": size, **timed(lambda: anim.render(image, seed=0), 1)})
     return rows
@@ -140,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'flashctl render ' + str(p['frames']) + 'f ' + str(p['size']) + 'px ' + str(p['steps']) + ' steps':<38} "
           f"{p['flashctl']['s']:>9.3f} {p['flashctl']['load1']:>6.2f} {p['ratio']:>6.3f} {p['target']:>6.2f}")
     print(f"{'stock AnimateDiffPipeline, same modules':<38} {p['stock']['s']:>9.3f} {p['stock']['load1']:>6.2f}")
+    u = p["users_default"]
+    print(f"{'animate defaults (' + u['decoder'] + ', g ' + str(u['animate']['guidance_scale']) + ')':<38} "
+          f"{u['s']:>9.3f} {u['load1']:>6.2f} {u['ratio_to_stock']:>6.3f}")
     if d is not None:
         print(f"{'DED decode (unfitted)':<38} {d['ded']['s']:>9.3f} {d['ded']['load1']:>6.2f} {d['ratio']:>6.3f} "
               f"{d['target']:>6.2f}")
