@@ -88,6 +88,27 @@ def test_layers_change_the_output_once_nonzero_and_follow_the_options(host, back
         assert (decoder.decode(latents, clips[:, 0]) - stock).abs().max() > 1e-3, options
 
 
+def test_vae_slicing_decodes_a_frame_at_a_time_with_the_same_result(host, backbone, monkeypatch):
+    decoder = _decoder(host, backbone)
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.normal_(0, 0.1)  # fitted-looking layers: the reference attention is in play
+    clips = _textured_clips(2, seed=4)  # (2, F, 3, S, S)
+    latents = backbone.encode_video(clips)  # (2, F, c, h, w)
+    was = backbone.vae.use_slicing  # the backbone fixture is shared: put its switch back
+    try:
+        backbone.vae.disable_slicing()
+        batched = decoder.decode(latents, clips[:, 0])
+        calls, real = [], decoder.decode_with
+        monkeypatch.setattr(decoder, "decode_with", lambda z, f: calls.append(z.shape[1]) or real(z, f))
+        backbone.vae.enable_slicing()
+        sliced = decoder.decode(latents, clips[:, 0])
+    finally:
+        backbone.vae.use_slicing = was
+    assert calls == [1] * F
+    torch.testing.assert_close(sliced, batched, atol=1e-5, rtol=0)
+
+
 def test_bad_block_options_name_the_key(host, backbone):
     with pytest.raises(ConfigError, match="attention_blocks: up block 3 does not exist"):
         _decoder(host, backbone, attention_blocks=[3])

@@ -268,13 +268,20 @@ class DetailEnhanceDecoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """(B, F, c, h, w) latents, (B, 3, H, W) reference in [-1, 1] -> (B, F, 3, H, W) in [-1, 1]."""
+        """(B, F, c, h, w) latents, (B, 3, H, W) reference in [-1, 1] -> (B, F, 3, H, W) in [-1, 1].
+
+        Honours the VAE's slicing (``runtime.vae_slicing``): one frame at a time, the peak memory of one frame.
+        """
         down = 2 ** (len(self._attached().backbone.vae.decoder.up_blocks) - 1)
         expected = (latents.shape[0], 3, latents.shape[-2] * down, latents.shape[-1] * down)
         if tuple(reference.shape) != expected:
             raise ValueError(f"reference of shape {tuple(reference.shape)} does not fit latents of shape "
                              f"{tuple(latents.shape)}: expected {expected}")
-        return self.decode_with(latents, self.reference_features(reference)).clamp(-1, 1)
+        features = self.reference_features(reference)
+        if getattr(self.backbone.vae, "use_slicing", False):  # runtime.vae_slicing: a frame at a time, as the VAE
+            frames = [self.decode_with(latents[:, f:f + 1], features) for f in range(latents.shape[1])]  # (B, 1, 3, H, W)
+            return torch.cat(frames, dim=1).clamp(-1, 1)  # (B, F, 3, H, W); queries are per frame: same result
+        return self.decode_with(latents, features).clamp(-1, 1)
 
     def fit(self, clips: torch.Tensor, *, seed: int = 0, reporter: Reporter = NullReporter()) -> list[float]:
         """Fit the injections on ``clips`` with the options' settings; see :func:`fit_detail_decoder`."""
