@@ -6,7 +6,8 @@
   no anchoring, pure-noise start). Target ratio <= 1.05. The two are timed alternately.
 * what users run: ``animate``'s defaults (guidance 4, anchoring, reference start, the default decoder),
   as a row beside the stock unguided call (guidance doubles the denoiser batch).
-* DED (``detail-enhance``, unfitted) decode vs the stock VAE decode of the same latents. Target <= 1.30.
+* DED (``detail-enhance``, unfitted) decode vs the stock VAE decode of the same latents, sliced vs sliced
+  and batched vs batched (``runtime.vae_slicing``), timed alternately. Target <= 1.30.
 * flashctl render time vs frames (8, 16, 32) at 64 px and vs resolution (32, 64, 128) at 16 frames.
 * peak RSS of the process. Each timing is the minimum over ``--repeat`` runs, with the 1-minute
   load average beside it (the machine may be shared: compare figures only at low load).
@@ -120,11 +121,14 @@ def compare_decoders(host: Any, frames: int, size: int, repeat: int) -> dict[str
     g = torch.Generator().manual_seed(0)
     reference = torch.rand(1, 3, size, size, generator=g) * 2 - 1  # (1, 3, S, S)
     latents = backbone.encode_video(reference[:, None]).expand(1, frames, -1, -1, -1).contiguous()  # (1, F, c, h, w)
-    with torch.no_grad():
-        ours, stock = timed_pair(lambda: ded.model.decoder.decode(latents, reference),
-                                 lambda: backbone.decode_latents(latents), repeat)
-    return {"ded": ours, "vae": stock, "ratio": round(ours["s"] / stock["s"], 3), "target": 1.30,
-            "frames": frames, "size": size}
+    result: dict[str, Any] = {"target": 1.30, "frames": frames, "size": size}
+    for mode, slicing in (("sliced", True), ("batched", False)):  # like against like (runtime.vae_slicing)
+        backbone.vae.enable_slicing() if slicing else backbone.vae.disable_slicing()
+        with torch.no_grad():
+            ours, stock = timed_pair(lambda: ded.model.decoder.decode(latents, reference),
+                                     lambda: backbone.decode_latents(latents), repeat)
+        result[mode] = {"ded": ours, "vae": stock, "ratio": round(ours["s"] / stock["s"], 3)}
+    return result
 
 
 def sweep(host: Any, points: list[tuple[int, int]], steps: int) -> list[dict[str, Any]]:
@@ -169,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     u = p["users_default"]
     print(f"{'animate defaults (' + u['decoder'] + ', g ' + str(u['animate']['guidance_scale']) + ')':<38} "
           f"{u['s']:>9.3f} {u['load1']:>6.2f} {u['ratio_to_stock']:>6.3f}")
-    if d is not None:
-        print(f"{'DED decode (unfitted)':<38} {d['ded']['s']:>9.3f} {d['ded']['load1']:>6.2f} {d['ratio']:>6.3f} "
-              f"{d['target']:>6.2f}")
-        print(f"{'stock VAE decode':<38} {d['vae']['s']:>9.3f} {d['vae']['load1']:>6.2f}")
+    for mode in ("sliced", "batched") if d is not None else ():
+        m = d[mode]
+        print(f"{'DED decode (unfitted), ' + mode:<38} {m['ded']['s']:>9.3f} {m['ded']['load1']:>6.2f} "
+              f"{m['ratio']:>6.3f} {d['target']:>6.2f}")
+        print(f"{'stock VAE decode, ' + mode:<38} {m['vae']['s']:>9.3f} {m['vae']['load1']:>6.2f}")
     for row in result["vs_frames"] + result["vs_size"]:
         label = f"render {row['frames']}f {row['size']}px"
         print(f"{label:<38} {row['s']:>9.3f} {row['load1']:>6.2f}")
