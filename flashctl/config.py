@@ -142,7 +142,7 @@ class TrainSection(Section):
         if moved:
             key = moved[0]
             raise ValueError(f"'{key}' moved to [train.mam]: write it as train.mam.{MOVED_TO_MAM[key]}"
-                             f" (in TOML: a [train.mam] table with {MOVED_TO_MAM[key]} = {data[key]!r})")
+                             f" (in TOML: a [train.mam] table holding {MOVED_TO_MAM[key]})")
         return data
 
     @model_validator(mode="after")

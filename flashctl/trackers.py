@@ -239,8 +239,6 @@ def fixed_clip_loss(model: Any, latents: Any, prompt_emb: Any, seed: int, draws:
     """
     import torch
 
-    from .model import flash
-
     batch = latents[:1].expand(draws, *latents.shape[1:])  # (draws, F, c, h, w)
 
     def measure() -> float:
@@ -249,7 +247,7 @@ def fixed_clip_loss(model: Any, latents: Any, prompt_emb: Any, seed: int, draws:
         unet.eval()
         try:
             with torch.no_grad():
-                return flash.training_loss(model.backbone, batch, prompt_emb, torch.Generator().manual_seed(seed)).item()
+                return model.training_loss(batch, prompt_emb, torch.Generator().manual_seed(seed)).item()
         finally:
             unet.train(was_training)
 

@@ -87,3 +87,5 @@ def test_card_of_an_untrained_motion_is_one_error(tmp_path, capsys):
     library = make_action(config)
     result = run(capsys, "motions", "card", "slide", "--library", str(library.root))
     assert result.code == 1 and "has no weights yet" in result.err and "flashctl train slide" in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error:") and result.out == "" and "Traceback" not in result.err

@@ -38,7 +38,8 @@ def test_flow_matching_interpolates_and_its_velocity_leads_from_data_to_noise():
     x, noise = _latents(), _latents(1)
     t = torch.tensor([0.0, 250.0, 1000.0])
     noisy, v = objective.add_noise(x, noise, t), objective.target(x, noise, t)
-    torch.testing.assert_close(noisy[0], x[0]) and torch.testing.assert_close(noisy[2], noise[2])
+    torch.testing.assert_close(noisy[0], x[0])  # t = 0: the data
+    torch.testing.assert_close(noisy[2], noise[2])  # t = T: pure noise
     s = (t / 1000).view(-1, 1, 1, 1, 1)
     torch.testing.assert_close(noisy - s * v, x)  # x0 = x_s - s v
     shifted = FlowMatchingObjective(shift=3.0).draw(x, torch.Generator().manual_seed(0))[1]

@@ -15,6 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli_kit import run
@@ -158,10 +159,16 @@ def test_pack_default_name_here_and_never_overwrites(trained, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
-def test_pack_refuses_an_untrained_or_drifted_motion(tmp_path, capsys):
+def test_pack_refuses_an_untrained_or_drifted_motion(tmp_path, capsys, host):
     config = tiny_config(tmp_path)
     library = make_action(config, "raw")
     _refused(run(capsys, "motions", "pack", "raw", "--library", library.root), "no trained version", "flashctl train")
+    train(config, library, "raw", host, steps=1)
+    lora = library.version_dir("raw") / "weights" / "lora.safetensors"
+    data = bytearray(lora.read_bytes())
+    data[-1] ^= 0xFF  # one byte of a tensor changes after training
+    lora.write_bytes(bytes(data))
+    _refused(run(capsys, "motions", "pack", "raw", "--library", library.root), "lora.safetensors")
     assert not list(tmp_path.glob(f"*{SUFFIX}"))
 
 
@@ -182,7 +189,8 @@ def test_round_trip_gives_identical_files_and_a_loadable_motion(trained, archive
     fresh.check_version("slide", version_b)  # what animate checks before loading
     assert fresh.version_drifts("slide", version_b) == []
     animator = load_animator(config_b, fresh, "slide", host)
-    assert animator is not None
+    video = animator.render(np.zeros((animator.size, animator.size, 3), np.uint8), seed=0)  # (F, S, S, 3)
+    assert video.shape == (animator.frames, animator.size, animator.size, 3)
     assert not (fresh.root / ".staging").exists() or not any((fresh.root / ".staging").iterdir())
 
 

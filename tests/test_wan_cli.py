@@ -83,4 +83,6 @@ def test_a_frame_count_wan_cannot_hold_is_one_line_naming_the_counts_that_work(p
     assert r.code == 0, r.err
     r = run(capsys, "train", "wave")
     assert r.code != 0 and "Traceback" not in r.err
+    errors = [line for line in r.err.splitlines() if line.startswith(("error:", "hint:"))]
+    assert [line.split(":")[0] for line in errors] == ["error", "hint"]  # one error line and its hint
     assert "needs 4k+1 frames" in r.err and "got 8" in r.err and "prepare.frames = 5, 9, 13, 17" in r.err

@@ -120,7 +120,7 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
     out_dir.mkdir(parents=True, exist_ok=True)  # so does an output folder that is a file or read-only
     sheets = config.animate.contact_sheet and file_format is None
     if file_format is not None:
-        bases, notes = _free_bases([out.with_suffix("")], [out.suffix], False, overwrite)
+        bases, notes = _free_bases([out.with_suffix("")], [ext for _, ext in writers], False, overwrite)
     else:
         bases, notes = _free_bases([out_dir / n for n in distinct_names([p for p, _ in sources])],
                                    [ext for _, ext in writers], sheets, overwrite)

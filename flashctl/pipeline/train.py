@@ -71,8 +71,9 @@ def train_settings(config: FlashConfig, manifest: Any, source: Path) -> TrainSec
     overrides = getattr(manifest, "train", None) or {}
     try:
         base = config.train.model_dump()
-        mam = {**base["mam"], **overrides["mam"]} if isinstance(overrides.get("mam"), dict) else base["mam"]
-        return TrainSection.model_validate({**base, **overrides, "mam": mam})
+        mam = overrides.get("mam", {})  # a motion.toml [train.mam] changes only the keys it writes
+        merged = {**base, **overrides, "mam": {**base["mam"], **mam} if isinstance(mam, dict) else mam}
+        return TrainSection.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(*render_validation_error(exc, f"{source}: train", TrainSection)) from None
 
@@ -174,6 +175,7 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     generator = torch.Generator().manual_seed(settings.seed + rank)  # each process draws its own clips and noise
     ctx = context_for(config, host, reporter)
     model = MotionModel.build(config, host, ctx, training=True)
+    model.backbone.objective.sampler(config.animate.scheduler)  # a sampler the backbone lacks fails before step 1
     backbone = model.backbone
     fit_decoder = _wants_decoder_fit(settings, model, config)
     augmentations = motion_augmentations(config, settings, host, ctx)

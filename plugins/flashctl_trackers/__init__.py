@@ -15,8 +15,6 @@ from pydantic import Field
 from flashctl import hookimpl
 from flashctl.registry import NoOptions, Options
 
-from . import writers
-
 
 class WandbOptions(Options):
     project: str = Field("flashctl", description="the W&B project runs are logged to")
@@ -25,12 +23,21 @@ class WandbOptions(Options):
         None, description="W&B mode; default: $WANDB_MODE if set, else offline (`wandb sync` uploads later)")
 
 
+def _lazy(name: str):
+    """The factory ``writers.<name>``, imported when a tracker is built (registration stays import-light)."""
+    def factory(*args, **kwargs):
+        from . import writers
+
+        return getattr(writers, name)(*args, **kwargs)
+    return factory
+
+
 @hookimpl
 def register_trackers(register):
-    register("tensorboard", writers.tensorboard, options=NoOptions, requires=("tensorboard",),
+    register("tensorboard", _lazy("tensorboard"), options=NoOptions, requires=("tensorboard",),
              install="pip install 'flashctl[tensorboard]'",
              summary="TensorBoard event files in the run's folder (tensorboard --logdir FOLDER)")
-    register("wandb", writers.wandb, options=WandbOptions, requires=("wandb",), install="pip install wandb",
+    register("wandb", _lazy("wandb"), options=WandbOptions, requires=("wandb",), install="pip install wandb",
              summary="Weights & Biases, offline by default (WANDB_MODE=online to upload)")
-    register("jsonl", writers.jsonl, options=NoOptions,
+    register("jsonl", _lazy("jsonl"), options=NoOptions,
              summary="metrics.jsonl in the run's folder: one JSON line per log call, videos as GIFs")
