@@ -1,4 +1,4 @@
-"""prepare -> train (MAM on) -> animate -> eval through the CLI with `model.backbone = "wan"` (tiny, 5 frames, 32 px, CPU)."""
+"""prepare -> train (MAM: both alignments) -> animate -> eval through the CLI with `model.backbone = "wan"` (tiny, 5 frames, 32 px, CPU)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ augmentations = ["invert", "grayscale"]
 
 [train.mam]
 motion_align = true
+correspondence_align = true   # both on attn1's 3-D attention
 
 [animate]
 steps = 2
@@ -58,7 +59,9 @@ def test_prepare_train_animate_on_wan(project, capsys):
     assert record["backbone"]["geometry"]["backbone"] == "wan" and record["frames"] == FRAMES
     assert record["scheduler"]["shift"] == 3.0
     provenance = json.loads((project / "motions" / "wave" / "provenance.json").read_text())
-    assert set(provenance["mam"]["layers"]) == {"blocks.0.attn1.processor", "blocks.1.attn1.processor"}
+    assert provenance["mam"]["layers"] == {"blocks.0.attn1.processor": "motion+correspondence",
+                                           "blocks.1.attn1.processor": "motion+correspondence"}
+    assert provenance["mam"]["ablation"] == "#5"
 
     outputs = []
     for seed in ("0", "0", "1"):

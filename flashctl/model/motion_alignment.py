@@ -13,12 +13,15 @@ the stock model.
   ``h~ <- s~ + m``. It wraps the layer's own processor, aligns its input and delegates, so it
   fits any backbone (AnimateDiff's ``attn1``/``attn2`` are both self-attention over frames; an
   SVD temporal ``attn2`` is cross-attention to the image embedding, whose queries are aligned
-  and whose ``encoder_hidden_states`` pass through untouched). A wrapped processor whose tokens are
-  laid out otherwise (a DiT's full 3-D attention) brings its own ``align_motion(hidden_states,
-  donor_grad)``, which is called instead.
+  and whose ``encoder_hidden_states`` pass through untouched).
 * **Correspondence alignment** (:class:`CorrespondenceAlignProcessor`, on the cross-frame
   spatial layers): the probabilities of x aggregate the values of x~,
   ``out~ = softmax(Q_x K_x^T / sqrt(d)) V~``, keys being frame 0's and the frame's own tokens.
+* A DiT mixes frames and tokens in ONE 3-D self-attention, so the backbone lists the same layer as
+  temporal and cross-frame attention, and its kind is ``motion+correspondence`` when both are on. A
+  stock processor with its own token layout builds its MAM processor itself:
+  ``stock.mam_processor(kinds, donor_grad)`` returns a :class:`MamProcessor` (e.g. ``flashctl_wan.mam``),
+  which may use :func:`align_motion` and :func:`correspondence_inputs` on its own layout.
 
 How METHOD.md's [choice] notes are read here:
 
@@ -66,7 +69,29 @@ def align_motion(hidden_states: torch.Tensor, donor_grad: bool = True) -> torch.
     return torch.cat([h, donor + swap])  # (2N, F, C): [h; s~ + m] with m = h - s
 
 
-class MotionAlignProcessor:
+def correspondence_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          donor_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[x; x~]`` rows of q, k, v -> ``[Q_x; Q_x], [K_x; K_x], [V_x; V~]`` (any layout after dimension 0).
+
+    ONE fused attention call on these gives ``[softmax(Q_x K_x^T/sqrt d) V_x; softmax(Q_x K_x^T/sqrt d) V~]``:
+    the original's output and the augmented values aggregated with the original's probabilities, at the cost
+    of the stock call, the attention matrix never materialised.
+    """
+    (q, _), (k, _) = _halves(query), _halves(key)  # (N, ...) each; x~'s own queries and keys are not used
+    q_donor, k_donor = (q, k) if donor_grad else (q.detach(), k.detach())
+    return torch.cat([q, q_donor]), torch.cat([k, k_donor]), value  # (2N, ...) each
+
+
+class MamProcessor:
+    """What every MAM processor has: the ``stock`` processor it replaces (put back by :func:`uninstall_mam`),
+    ``donor_grad``, and ``active``, which :func:`aligned` switches on; inactive it is the stock layer."""
+
+    stock: Any
+    donor_grad: bool = True
+    active: bool = False
+
+
+class MotionAlignProcessor(MamProcessor):
     """Wraps a temporal-attention processor ``stock``; inside :func:`aligned` it aligns the input first."""
 
     def __init__(self, stock: Any, donor_grad: bool = True) -> None:
@@ -76,14 +101,12 @@ class MotionAlignProcessor:
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.active:  # a processor with its own token layout (a DiT's 3-D attention) aligns its own way
-            align = getattr(self.stock, "align_motion", align_motion)
-            hidden_states = align(hidden_states, self.donor_grad)  # (2*B*H*W, F, C), or the stock's layout
-        # the rest passes through as it came (Wan's attention hands its RoPE over positionally)
+        if self.active:
+            hidden_states = align_motion(hidden_states, self.donor_grad)  # (2*B*H*W, F, C)
         return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
 
 
-class CorrespondenceAlignProcessor(CrossFrameAttnProcessor):
+class CorrespondenceAlignProcessor(CrossFrameAttnProcessor, MamProcessor):
     """Cross-frame attention whose augmented half, inside :func:`aligned`, reuses the original's probabilities."""
 
     def __init__(self, stock: CrossFrameAttnProcessor, donor_grad: bool = True) -> None:
@@ -105,15 +128,13 @@ class CorrespondenceAlignProcessor(CrossFrameAttnProcessor):
         return torch.cat([out, out_aug])  # (2*B*F, heads, N, d)
 
 
-MAM_PROCESSORS = (MotionAlignProcessor, CorrespondenceAlignProcessor)
-
-
 def _stock(processor: Any) -> Any:
-    return processor.stock if isinstance(processor, MAM_PROCESSORS) else processor
+    return processor.stock if isinstance(processor, MamProcessor) else processor
 
 
 def mam_layers(backbone: Backbone, options: MamSection) -> dict[str, str]:
-    """Processor name -> ``motion`` / ``correspondence`` for the layers MAM replaces on ``backbone``."""
+    """Processor name -> ``motion`` / ``correspondence`` / ``motion+correspondence`` (a layer listed as both
+    temporal and cross-frame attention, as a DiT's 3-D self-attention is) for the layers MAM replaces."""
     kinds = [(MOTION, "temporal", "train.mam.motion_align", backbone.temporal_attention, options.motion_align),
              (CORRESPONDENCE, "cross-frame", "train.mam.correspondence_align", backbone.spatial_attention,
               options.correspondence_align)]
@@ -129,7 +150,7 @@ def mam_layers(backbone: Backbone, options: MamSection) -> dict[str, str]:
             example = f"; e.g. {names[0]!r}" if names else ""
             raise ConfigError(f"{key} = true but backbone '{backbone.name}' has nothing to align: {where}",
                               hint=f"fix {LAYERS_KEY}{example}, or set {key} = false")
-        chosen |= dict.fromkeys(picked, kind)
+        chosen |= {n: f"{chosen[n]}+{kind}" if n in chosen else kind for n in picked}
     return chosen
 
 
@@ -141,21 +162,36 @@ def install_mam(backbone: Backbone, options: MamSection) -> dict[str, str]:
     """
     chosen = mam_layers(backbone, options)
     current = {n: _stock(p) for n, p in backbone.unet.attn_processors.items()}
-    for name, kind in chosen.items():
-        if kind == CORRESPONDENCE and not isinstance(current[name], CrossFrameAttnProcessor):
-            raise ConfigError(f"train.mam.correspondence_align: layer '{name}' of backbone '{backbone.name}' runs "
-                              f"{type(current[name]).__name__}, not cross-frame attention",
-                              hint=f"set train.mam.correspondence_align = false or narrow {LAYERS_KEY}")
-    wrap = {MOTION: MotionAlignProcessor, CORRESPONDENCE: CorrespondenceAlignProcessor}
-    backbone.unet.set_attn_processor({n: wrap[chosen[n]](p, options.donor_grad) if n in chosen else p
-                                      for n, p in current.items()})
+    processors = {n: _mam_processor(backbone.name, n, current[n], kind, options.donor_grad)
+                  for n, kind in chosen.items()}  # all built (and checked) before any is installed
+    backbone.unet.set_attn_processor({n: processors.get(n, p) for n, p in current.items()})
     return chosen
+
+
+def _mam_processor(backbone: str, name: str, stock: Any, kind: str, donor_grad: bool) -> MamProcessor:
+    """The MAM processor of kind ``kind`` replacing ``stock`` on layer ``name``."""
+    own = getattr(stock, "mam_processor", None)
+    if own is not None:  # a processor with its own token layout (a DiT's 3-D attention) builds its own
+        return own(frozenset(kind.split("+")), donor_grad)
+    if kind == MOTION:
+        return MotionAlignProcessor(stock, donor_grad)
+    runs = type(stock).__name__
+    if kind == CORRESPONDENCE and isinstance(stock, CrossFrameAttnProcessor):
+        return CorrespondenceAlignProcessor(stock, donor_grad)
+    if kind == CORRESPONDENCE:
+        raise ConfigError(f"train.mam.correspondence_align: layer '{name}' of backbone '{backbone}' runs {runs}, "
+                          "not cross-frame attention",
+                          hint=f"set train.mam.correspondence_align = false or narrow {LAYERS_KEY}")
+    raise ConfigError(f"train.mam: layer '{name}' of backbone '{backbone}' is listed as temporal and cross-frame "
+                      f"attention, but its processor {runs} aligns only one of them",
+                      hint=f"set train.mam.motion_align or train.mam.correspondence_align = false, or narrow "
+                           f"{LAYERS_KEY}")
 
 
 def uninstall_mam(unet: torch.nn.Module) -> int:
     """Put the stock processors back; returns how many MAM processors were removed."""
     processors = unet.attn_processors
-    removed = sum(isinstance(p, MAM_PROCESSORS) for p in processors.values())
+    removed = sum(isinstance(p, MamProcessor) for p in processors.values())
     if removed:
         unet.set_attn_processor({n: _stock(p) for n, p in processors.items()})
     return removed
@@ -168,7 +204,7 @@ def aligned(unet: torch.nn.Module) -> Iterator[list[Any]]:
     Nests (the previous state is restored on exit). Gradient checkpointing re-runs forwards during
     ``backward()``, so a training step keeps its backward inside this block too.
     """
-    processors = [m.processor for m in unet.modules() if isinstance(getattr(m, "processor", None), MAM_PROCESSORS)]
+    processors = [m.processor for m in unet.modules() if isinstance(getattr(m, "processor", None), MamProcessor)]
     previous = [p.active for p in processors]
     for processor in processors:
         processor.active = True

@@ -10,7 +10,8 @@
   transformer predicting the velocity ``noise - x0`` at timesteps in [0, 1000].
 * Latents are normalised per channel like Wan's pipelines: ``(mu - latents_mean) / latents_std``.
 * MAM: every block's ``attn1`` runs :class:`~flashctl_wan.mam.WanFrameAttnProcessor` and is listed as
-  temporal attention; there is no cross-frame layer, so correspondence alignment is a config error.
+  temporal AND cross-frame attention (frames and tokens mix in that one 3-D self-attention): motion
+  alignment hooks its input, correspondence alignment its attention call (:mod:`flashctl_wan.mam`).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class WanBackbone(LatentVideoBackbone):
         self.text_encoder, self.tokenizer = components.text_encoder, components.tokenizer
         freeze((self.unet, self.vae, self.text_encoder), device, dtype)
         self.layout = FrameLayout()
-        self.spatial_attention: list[str] = []  # no cross-frame layer: frames meet inside attn1's 3-D attention
         self.temporal_attention = [n for n in self.unet.attn_processors if SELF_ATTN.fullmatch(n)]
+        self.spatial_attention = list(self.temporal_attention)  # attn1's 3-D attention is both (flashctl_wan.mam)
         install_frame_processors(self.unet, self.temporal_attention, self.layout)
         self.objective = FlowMatchingObjective(num_train_timesteps=1000, shift=options.shift)
         z = self.vae.config.z_dim
