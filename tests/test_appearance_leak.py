@@ -54,3 +54,11 @@ def test_person_colours_hold_both_shades(leak):
     colours = leak.person_colours(look)
     assert colours.shape == (2 * (len(leak.COLOUR_KEYS) + 2), 3)
     assert any(np.allclose(c, [int(200 * FAR_SHADE), int(100 * FAR_SHADE), int(50 * FAR_SHADE)]) for c in colours)
+
+
+def test_moving_share_counts_only_what_moved(leak):
+    own = video(BLUE)
+    red = video(RED)  # the block is the only thing that moves, and all of it leaks
+    assert leak.moving_leak_fraction(red, own, np.array([RED], np.float32)) == pytest.approx(1.0)
+    still = np.repeat(red[:1], 4, axis=0)  # nothing moves: no leak can be where nothing moved
+    assert leak.moving_leak_fraction(still, own, np.array([RED], np.float32)) == 0.0
