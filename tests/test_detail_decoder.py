@@ -99,8 +99,8 @@ def test_vae_slicing_decodes_a_frame_at_a_time_with_the_same_result(host, backbo
     try:
         backbone.vae.disable_slicing()
         batched = decoder.decode(latents, clips[:, 0])
-        calls, real = [], decoder.decode_with
-        monkeypatch.setattr(decoder, "decode_with", lambda z, f: calls.append(z.shape[1]) or real(z, f))
+        calls, real = [], decoder.injector.decode_frames
+        monkeypatch.setattr(decoder.injector, "decode_frames", lambda z, inject: calls.append(z.shape[1]) or real(z, inject))
         backbone.vae.enable_slicing()
         sliced = decoder.decode(latents, clips[:, 0])
     finally:

@@ -4,10 +4,15 @@ Enhancement Decoder").
 
 The reference image goes through the frozen VAE encoder block by block; its multi-scale feature
 maps (after ``conv_in``, after each down block, after the mid block) are kept. The VAE decoder is
-run block by block too, and after chosen up blocks a residual injection reads the encoder feature
-of the same resolution: a cross-attention (decoder features are the queries) at low resolution, a
-1x1 conv over ``[decoder, reference]`` features at high resolution. Every injection's last layer is
-zero-initialised, so an unfitted DED decodes exactly like the stock VAE.
+run with a call after each up block, where a residual injection reads the encoder feature of the
+same resolution: a cross-attention (decoder features are the queries) at low resolution, a 1x1 conv
+over ``[decoder, reference]`` features at high resolution (:mod:`flashctl.model.detail_layers`).
+Every injection's last layer is zero-initialised, so an unfitted DED decodes exactly like the stock VAE.
+
+The VAE-specific half, how its encoder yields those features and how its decoder runs with the
+injections, is a :class:`VaeInjector` looked up by the VAE's type (:func:`injector_for`): AutoencoderKL's
+(:class:`KLInjector`, here) decodes every frame on its own; a backbone plugin brings the one for its own
+VAE (``flashctl_wan.detail_decoder`` for Wan's causal 3-D VAE). The layers, fitting and files are shared.
 
 Options come from ``flashctl_decoders.DetailDecoderOptions`` (or anything with the same fields):
 ``attention_blocks``, ``conv_blocks``, ``heads``, ``kv_size``, ``train_steps``, ``lr``,
@@ -16,19 +21,22 @@ Options come from ``flashctl_decoders.DetailDecoderOptions`` (or anything with t
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from ..errors import ConfigError, TrainingDivergedError, WeightsFileError, WeightsNotFoundError
 from ..progress import NullReporter, Reporter
+from .detail_layers import ReferenceConcatConv, ReferenceCrossAttention, resized
 from .interfaces import Backbone
 from .modules import require_finite
 
@@ -36,72 +44,114 @@ NAME = "detail-enhance"
 FORMAT = "flashctl-detail-decoder/1"
 OPTIONS_KEY = f"options.decoder.{NAME}"
 
+# (up block index, its output (B*T, c, h, w) for the videos ``rows`` of the batch, batch-major) -> the same, injected
+Inject = Callable[[int, torch.Tensor, slice], torch.Tensor]
 
-class ReferenceCrossAttention(nn.Module):
-    """Residual cross-attention: every frame's decoder features attend to the reference features.
 
-    Keys and values come from the reference feature map, average-pooled to at most ``kv_size`` per
-    side (the cost of attention); the output projection starts at zero.
+@dataclass
+class FitBatch:
+    """One fitting step's draw (:meth:`VaeInjector.fit_batch`)."""
+
+    clips: torch.Tensor  # (K,) the clips drawn: their first frames are the references
+    latents: torch.Tensor  # (K, F_z, c, h, w) clean latents to decode
+    target: torch.Tensor  # (K, F_t, 3, H, W) what they decode to
+    frames: slice  # the decoded frames the loss covers
+
+
+class VaeInjector(Protocol):
+    """What the DED needs from one kind of VAE."""
+
+    up_blocks: int  # decoder up blocks, 0 = lowest resolution
+    spatial_factor: int  # image pixels per latent pixel
+
+    def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) still image in [-1, 1] -> [(B, c_i, h_i, w_i)]: after conv_in, each down block, the mid block."""
+
+    def decode(self, latents: torch.Tensor, inject: Inject) -> torch.Tensor:
+        """(B, F, c, h, w) backbone latents -> (B, F_video, 3, H, W) unclamped, ``inject`` after every up block;
+        honours the VAE's ``use_slicing``."""
+
+    def fit_batch(self, latents: torch.Tensor, clips: torch.Tensor, frames: int,
+                  generator: torch.Generator) -> FitBatch:
+        """Draw about ``frames`` target frames from ``(N, F_z, c, h, w)`` latents of ``(N, F, 3, H, W)`` clips."""
+
+
+class KLInjector:
+    """AutoencoderKL, a 2-D VAE: frames decode independently, as ``(B*F)`` images; ``runtime.vae_slicing``
+    decodes one frame at a time (the injections' queries are per frame, so the result is the same)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        self.vae = vae
+        self.up_blocks = len(vae.decoder.up_blocks)
+        self.spatial_factor = 2 ** (self.up_blocks - 1)
+
+    def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        enc = self.vae.encoder
+        x = enc.conv_in(image)  # (B, c0, H, W)
+        feats = [x]
+        for block in enc.down_blocks:
+            x = block(x)  # (B, c_i, h_i, w_i)
+            feats.append(x)
+        feats.append(enc.mid_block(x, None))  # (B, c_mid, h, w)
+        return feats
+
+    def decode(self, latents: torch.Tensor, inject: Inject) -> torch.Tensor:
+        if getattr(self.vae, "use_slicing", False):  # runtime.vae_slicing: a frame at a time, as the VAE
+            frames = [self.decode_frames(latents[:, f:f + 1], inject) for f in range(latents.shape[1])]  # (B, 1, 3, H, W)
+            return torch.cat(frames, dim=1)  # (B, F, 3, H, W)
+        return self.decode_frames(latents, inject)
+
+    def decode_frames(self, latents: torch.Tensor, inject: Inject) -> torch.Tensor:
+        """(B, F, c, h, w) scaled latents -> (B, F, 3, H, W), all frames in one pass."""
+        vae, b = self.vae, latents.shape[0]
+        dec = vae.decoder
+        z = rearrange(latents, "b f c h w -> (b f) c h w") / vae.config.scaling_factor
+        if vae.post_quant_conv is not None:
+            z = vae.post_quant_conv(z)  # (B*F, c, h, w)
+        x = dec.mid_block(dec.conv_in(z), None)  # (B*F, c_mid, h, w)
+        for block, up in enumerate(dec.up_blocks):
+            x = inject(block, up(x, None), slice(None))  # (B*F, c_i, h_i, w_i)
+        x = dec.conv_out(dec.conv_act(dec.conv_norm_out(x)))  # (B*F, 3, H, W)
+        return rearrange(x, "(b f) c h w -> b f c h w", b=b)
+
+    def fit_batch(self, latents: torch.Tensor, clips: torch.Tensor, frames: int,
+                  generator: torch.Generator) -> FitBatch:
+        """``frames`` (clip, frame) pairs, frame 0 (the reference itself) never drawn; each decoded alone."""
+        n, length = clips.shape[:2]
+        clip_idx = torch.randint(0, n, (frames,), generator=generator)  # (K,)
+        frame_idx = torch.randint(1, length, (frames,), generator=generator)  # (K,)
+        return FitBatch(clip_idx, latents[clip_idx, frame_idx][:, None], clips[clip_idx, frame_idx][:, None],
+                        slice(None))
+
+
+def injector_for(backbone: Backbone) -> VaeInjector:
+    """The :class:`VaeInjector` for ``backbone``'s VAE, by the VAE's type (its class or a base class).
+
+    A backbone plugin adds injectors for its VAEs with an ``INJECTORS`` dict (VAE class -> ``factory(vae)``) in
+    the ``detail_decoder`` module of its package, next to the backbone's module (the convention
+    :func:`~flashctl.model.motion_model.precheck_motion` uses for ``metadata_geometry``); they come before
+    the built-in AutoencoderKL one. A VAE without one is a :class:`ConfigError`.
     """
+    from diffusers import AutoencoderKL
 
-    def __init__(self, channels: int, ref_channels: int, heads: int, kv_size: int) -> None:
-        super().__init__()
-        self.heads, self.kv_size = heads, kv_size
-        self.norm_q = nn.LayerNorm(channels)
-        self.norm_kv = nn.LayerNorm(ref_channels)
-        self.to_q = nn.Linear(channels, channels, bias=False)
-        self.to_k = nn.Linear(ref_channels, channels, bias=False)
-        self.to_v = nn.Linear(ref_channels, channels, bias=False)
-        self.to_out = nn.Linear(channels, channels)
-        nn.init.zeros_(self.to_out.weight)
-        nn.init.zeros_(self.to_out.bias)
-
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """``x`` (B*F, c, h, w) decoder features, ``ref`` (B, c_ref, h, w) -> (B*F, c, h, w)."""
-        b, (h, w) = ref.shape[0], x.shape[-2:]
-        if max(ref.shape[-2:]) > self.kv_size:
-            ref = F.adaptive_avg_pool2d(ref, (min(h, self.kv_size), min(w, self.kv_size)))  # (B, c_ref, h', w')
-        # all frames of a video query the same reference at once: queries are independent
-        tokens = rearrange(x, "(b f) c h w -> b (f h w) c", b=b)  # (B, F*h*w, c)
-        kv = self.norm_kv(rearrange(ref, "b c h w -> b (h w) c"))  # (B, h'*w', c_ref)
-        q = rearrange(self.to_q(self.norm_q(tokens)), "b n (m d) -> b m n d", m=self.heads)  # (B, heads, F*h*w, d)
-        k = rearrange(self.to_k(kv), "b n (m d) -> b m n d", m=self.heads)  # (B, heads, h'*w', d)
-        v = rearrange(self.to_v(kv), "b n (m d) -> b m n d", m=self.heads)  # (B, heads, h'*w', d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, F*h*w, d)
-        out = self.to_out(rearrange(out, "b m n d -> b n (m d)"))  # (B, F*h*w, c)
-        return x + rearrange(out, "b (f h w) c -> (b f) c h w", h=h, w=w)
+    vae = backbone.vae
+    table = {AutoencoderKL: KLInjector, **_plugin_injectors(backbone)}
+    factory = next((table[cls] for cls in type(vae).__mro__ if cls in table), None)
+    if factory is None:  # e.g. SVD's temporal VAE decodes frames jointly
+        known = ", ".join(sorted(cls.__name__ for cls in table))
+        raise ConfigError(f"model.decoder = \"detail-enhance\" has no injector for the {type(vae).__name__} VAE of "
+                          f"backbone '{backbone.name}' (injectors exist for {known})",
+                          hint=f"use model.decoder = \"vae\" with {backbone.name} "
+                               f"(and train.detail_decoder = false: there is nothing to fit)")
+    return factory(vae)
 
 
-class ReferenceConcatConv(nn.Module):
-    """Residual zero-initialised 1x1 conv over the concatenation [decoder features, reference features].
-
-    Both inputs are normalised first (per map, over channels and pixels): decoder and encoder features
-    differ in scale by an order of magnitude, which a zero-initialised layer would otherwise spend most
-    of its fitting steps catching up with.
-    """
-
-    def __init__(self, channels: int, ref_channels: int) -> None:
-        super().__init__()
-        self.norm = nn.GroupNorm(1, channels)
-        self.norm_ref = nn.GroupNorm(1, ref_channels)
-        self.proj = nn.Conv2d(channels + ref_channels, channels, kernel_size=1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """``x`` (B*F, c, h, w) decoder features, ``ref`` (B, c_ref, h, w) -> (B*F, c, h, w)."""
-        # .contiguous(): the VAE hands out channels_last maps, and torch 2.13's CPU GroupNorm backward
-        # segfaults on a channels_last input that needs no grad while the norm's weight does
-        ref = self.norm_ref(ref.contiguous())  # (B, c_ref, h, w)
-        ref = ref.repeat_interleave(x.shape[0] // ref.shape[0], dim=0)  # (B*F, c_ref, h, w)
-        return x + self.proj(torch.cat([self.norm(x.contiguous()), ref], dim=1))  # (B*F, c, h, w)
-
-
-def _resized(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, c, h', w') -> (B, c, *size); a no-op when the sizes already match."""
-    if tuple(feature.shape[-2:]) == tuple(size):
-        return feature
-    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+def _plugin_injectors(backbone: Backbone) -> dict[type, Callable[[nn.Module], VaeInjector]]:
+    """``INJECTORS`` of the ``detail_decoder`` module beside ``backbone``'s class; {} when there is none."""
+    package = type(backbone).__module__.rpartition(".")[0]
+    if not package or importlib.util.find_spec(f"{package}.detail_decoder") is None:
+        return {}
+    return dict(getattr(importlib.import_module(f"{package}.detail_decoder"), "INJECTORS", {}))
 
 
 class DetailEnhanceDecoder(nn.Module):
@@ -118,6 +168,7 @@ class DetailEnhanceDecoder(nn.Module):
         super().__init__()
         self.options = options
         self.backbone: Backbone | None = None
+        self.injector: VaeInjector | None = None
         self.injections = nn.ModuleDict()  # str(up block index) -> injection, filled by attach
         self.layout: list[dict[str, Any]] = []  # one entry per injection, saved as metadata
         self.sources: dict[str, int] = {}  # str(up block index) -> encoder feature index
@@ -125,18 +176,11 @@ class DetailEnhanceDecoder(nn.Module):
     # -- building ------------------------------------------------------------------------------
 
     def attach(self, backbone: Backbone) -> None:
-        """Bind to ``backbone``'s VAE and create the injections its block layout calls for."""
-        from diffusers import AutoencoderKL
-
+        """Bind to ``backbone``'s VAE (through its :func:`injector_for`) and create the injections it calls for."""
+        injector = injector_for(backbone)
         vae = backbone.vae
-        if not isinstance(vae, AutoencoderKL):  # e.g. SVD's temporal VAE decodes frames jointly
-            raise ConfigError(f"model.decoder = \"detail-enhance\" needs an AutoencoderKL VAE, but backbone "
-                              f"'{backbone.name}' has {type(vae).__name__}, which decodes frames jointly",
-                              hint=f"use model.decoder = \"vae\" with {backbone.name} "
-                                   f"(and train.detail_decoder = false: there is nothing to fit)")
-        n_up = len(vae.decoder.up_blocks)
-        attention, conv = self._blocks(n_up)
-        enc_shapes, up_shapes = self._probe(vae)
+        attention, conv = self._blocks(injector.up_blocks)
+        enc_shapes, up_shapes = _probe(backbone, injector)
         self.layout, layers = [], {}
         for block in sorted(attention | conv):
             channels, scale = up_shapes[block]
@@ -155,7 +199,7 @@ class DetailEnhanceDecoder(nn.Module):
                                 "channels": channels, "source": source, "ref_channels": ref_channels})
         self.injections = nn.ModuleDict(layers).to(vae.device, vae.dtype)
         self.sources = {str(e["block"]): e["source"] for e in self.layout}
-        self.backbone = backbone
+        self.backbone, self.injector = backbone, injector
 
     def _blocks(self, n_up: int) -> tuple[set[int], set[int]]:
         """The up-block indices with attention and with conv injections, checked against the VAE."""
@@ -167,21 +211,6 @@ class DetailEnhanceDecoder(nn.Module):
                                   f"{n_up} up blocks", hint=f"use indices 0..{n_up - 1} (0 = lowest resolution)")
         conv = set(range(n_up)) - attention if self.options.conv_blocks is None else set(self.options.conv_blocks)
         return attention, conv
-
-    @staticmethod
-    @torch.no_grad()
-    def _probe(vae: nn.Module) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """(channels, size / image size) of every encoder feature and every decoder up-block output."""
-        side = 2 * 2 ** len(vae.encoder.down_blocks)
-        image = torch.zeros(1, 3, side, side, device=vae.device, dtype=vae.dtype)  # (1, 3, S, S)
-        enc = [(f.shape[1], f.shape[-1] / side) for f in _encoder_features(vae, image)]
-        latent = vae.encode(image).latent_dist.mode()  # (1, c, h, w)
-        z = vae.post_quant_conv(latent) if vae.post_quant_conv is not None else latent
-        x, up = vae.decoder.mid_block(vae.decoder.conv_in(z), None), []  # (1, c_mid, h, w)
-        for block in vae.decoder.up_blocks:
-            x = block(x, None)  # (1, c, h, w)
-            up.append((x.shape[1], x.shape[-1] / side))
-        return enc, up
 
     @staticmethod
     def _source(enc_shapes: list[tuple[int, float]], scale: float) -> int:
@@ -247,57 +276,54 @@ class DetailEnhanceDecoder(nn.Module):
         vae = self._attached().backbone.vae
         used = set(self.sources.values())
         with torch.no_grad():
-            feats = _encoder_features(vae, reference.to(vae.device, vae.dtype))
+            feats = self.injector.encoder_features(reference.to(vae.device, vae.dtype))
         return {i: f for i, f in enumerate(feats) if i in used}
 
     def decode_with(self, latents: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
-        """(B, F, c, h, w) scaled latents + :meth:`reference_features` -> (B, F, 3, H, W), unclamped, with grad."""
+        """(B, F, c, h, w) latents + :meth:`reference_features` -> (B, F_video, 3, H, W), unclamped, with grad."""
         vae = self._attached().backbone.vae
-        dec, b = vae.decoder, latents.shape[0]
-        z = rearrange(latents, "b f c h w -> (b f) c h w").to(vae.device, vae.dtype) / vae.config.scaling_factor
-        if vae.post_quant_conv is not None:
-            z = vae.post_quant_conv(z)  # (B*F, c, h, w)
-        x = dec.mid_block(dec.conv_in(z), None)  # (B*F, c_mid, h, w)
-        for block, up in enumerate(dec.up_blocks):
-            x = up(x, None)  # (B*F, c_i, h_i, w_i)
-            if str(block) in self.injections:
-                ref = _resized(features[self.sources[str(block)]], x.shape[-2:])  # (B, c_ref, h_i, w_i)
-                x = self.injections[str(block)](x, ref)
-        x = dec.conv_out(dec.conv_act(dec.conv_norm_out(x)))  # (B*F, 3, H, W)
-        return rearrange(x, "(b f) c h w -> b f c h w", b=b)
+
+        def inject(block: int, x: torch.Tensor, rows: slice) -> torch.Tensor:
+            if str(block) not in self.injections:
+                return x
+            ref = resized(features[self.sources[str(block)]][rows], x.shape[-2:])  # (b, c_ref, h_i, w_i)
+            return self.injections[str(block)](x, ref)  # (b*T, c_i, h_i, w_i)
+
+        return self.injector.decode(latents.to(vae.device, vae.dtype), inject)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """(B, F, c, h, w) latents, (B, 3, H, W) reference in [-1, 1] -> (B, F, 3, H, W) in [-1, 1].
+        """(B, F, c, h, w) latents, (B, 3, H, W) reference in [-1, 1] -> (B, F_video, 3, H, W) in [-1, 1].
 
-        Honours the VAE's slicing (``runtime.vae_slicing``): one frame at a time, the peak memory of one frame.
+        Honours the VAE's slicing (``runtime.vae_slicing``) as its injector does.
         """
-        down = 2 ** (len(self._attached().backbone.vae.decoder.up_blocks) - 1)
+        down = self._attached().injector.spatial_factor
         expected = (latents.shape[0], 3, latents.shape[-2] * down, latents.shape[-1] * down)
         if tuple(reference.shape) != expected:
             raise ValueError(f"reference of shape {tuple(reference.shape)} does not fit latents of shape "
                              f"{tuple(latents.shape)}: expected {expected}")
-        features = self.reference_features(reference)
-        if getattr(self.backbone.vae, "use_slicing", False):  # runtime.vae_slicing: a frame at a time, as the VAE
-            frames = [self.decode_with(latents[:, f:f + 1], features) for f in range(latents.shape[1])]  # (B, 1, 3, H, W)
-            return torch.cat(frames, dim=1).clamp(-1, 1)  # (B, F, 3, H, W); queries are per frame: same result
-        return self.decode_with(latents, features).clamp(-1, 1)
+        return self.decode_with(latents, self.reference_features(reference)).clamp(-1, 1)
 
     def fit(self, clips: torch.Tensor, *, seed: int = 0, reporter: Reporter = NullReporter()) -> list[float]:
         """Fit the injections on ``clips`` with the options' settings; see :func:`fit_detail_decoder`."""
         return fit_detail_decoder(self, clips, seed=seed, reporter=reporter)
 
 
-def _encoder_features(vae: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
-    """The frozen VAE encoder, block by block: after conv_in, after each down block, after the mid block."""
-    enc = vae.encoder
-    x = enc.conv_in(image)  # (B, c0, H, W)
-    feats = [x]
-    for block in enc.down_blocks:
-        x = block(x)  # (B, c_i, h_i, w_i)
-        feats.append(x)
-    feats.append(enc.mid_block(x, None))  # (B, c_mid, h, w)
-    return feats
+@torch.no_grad()
+def _probe(backbone: Backbone, injector: VaeInjector) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(channels, size / image size) of every encoder feature and every decoder up-block output."""
+    vae = backbone.vae
+    side = 2 * injector.spatial_factor
+    image = torch.zeros(1, 3, side, side, device=vae.device, dtype=vae.dtype)  # (1, 3, S, S)
+    enc = [(f.shape[1], f.shape[-1] / side) for f in injector.encoder_features(image)]
+    up: dict[int, tuple[int, float]] = {}
+
+    def record(block: int, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        up[block] = (x.shape[1], x.shape[-1] / side)
+        return x
+
+    injector.decode(backbone.encode_video(image[:, None]).to(vae.dtype), record)  # latents (1, 1, c, h, w)
+    return enc, [up[i] for i in range(injector.up_blocks)]
 
 
 def fit_detail_decoder(decoder: DetailEnhanceDecoder, clips: torch.Tensor, *, steps: int | None = None,
@@ -306,9 +332,11 @@ def fit_detail_decoder(decoder: DetailEnhanceDecoder, clips: torch.Tensor, *, st
     """Fit the DED's injections on ``clips`` (N, F, 3, H, W) in [-1, 1]; returns the L1 loss per step.
 
     Reference = each clip's first frame; targets = its other frames, decoded from their clean latents
-    plus ``noise_std`` Gaussian noise. Each step draws ``batch_frames`` (clip, frame) pairs. The VAE
-    stays frozen. Unset arguments come from the decoder's options. On a NaN/inf loss the injections
-    are restored to what they were before fitting and :class:`TrainingDivergedError` is raised.
+    plus ``noise_std`` Gaussian noise. Each step draws about ``batch_frames`` target frames, as the VAE's
+    injector decodes them (:meth:`VaeInjector.fit_batch`: single frames of a 2-D VAE, whole clips of a
+    causal 3-D one). The VAE stays frozen. Unset arguments come from the decoder's options. On a NaN/inf
+    loss the injections are restored to what they were before fitting and :class:`TrainingDivergedError`
+    is raised.
     """
     opts = decoder.options
     steps = opts.train_steps if steps is None else steps
@@ -321,22 +349,19 @@ def fit_detail_decoder(decoder: DetailEnhanceDecoder, clips: torch.Tensor, *, st
     vae = backbone.vae
     vae.requires_grad_(False)
     clips = clips.to(vae.device, vae.dtype)  # (N, F, 3, H, W)
-    n, frames = clips.shape[:2]
-    latents = torch.cat([backbone.encode_video(clip[None]) for clip in clips])  # (N, F, c, h, w)
+    latents = torch.cat([backbone.encode_video(clip[None]) for clip in clips])  # (N, F_z, c, h, w)
     features = decoder.reference_features(clips[:, 0])  # {i: (N, c_i, h_i, w_i)}
-    params = list(decoder._attached().parameters())
+    params = list(decoder.parameters())
     before = {k: v.clone() for k, v in decoder.state_dict().items()}
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     history: list[float] = []
     reporter.start("detail decoder", total=steps)
     for step in range(steps):
-        clip_idx = torch.randint(0, n, (batch_frames,), generator=generator)  # (K,)
-        frame_idx = torch.randint(1, frames, (batch_frames,), generator=generator)  # (K,)
-        noise = torch.randn((batch_frames, *latents.shape[2:]), generator=generator).to(latents)  # (K, c, h, w)
-        z = (latents[clip_idx, frame_idx] + noise_std * noise)[:, None]  # (K, 1, c, h, w)
-        pred = decoder.decode_with(z, {i: f[clip_idx] for i, f in features.items()})  # (K, 1, 3, H, W)
-        loss = (pred[:, 0].float() - clips[clip_idx, frame_idx].float()).abs().mean()
+        batch = decoder.injector.fit_batch(latents, clips, batch_frames, generator)
+        noise = torch.randn(batch.latents.shape, generator=generator).to(latents)  # (K, F_z, c, h, w)
+        pred = decoder.decode_with(batch.latents + noise_std * noise, {i: f[batch.clips] for i, f in features.items()})
+        loss = (pred[:, batch.frames].float() - batch.target[:, batch.frames].float()).abs().mean()
         if not torch.isfinite(loss):
             decoder.load_state_dict(before)
             reporter.finish()

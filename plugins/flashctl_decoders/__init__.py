@@ -1,5 +1,6 @@
 """flashctl built-in plugin: latent decoders (``vae``: the backbone's stock VAE decoder;
-``detail-enhance``: the Detail Enhancement Decoder, :mod:`flashctl.model.detail_decoder`)."""
+``detail-enhance``: the Detail Enhancement Decoder, :mod:`flashctl.model.detail_decoder`, on any VAE that has an
+injector: AutoencoderKL built in, a backbone plugin's own VAEs from its ``detail_decoder`` module)."""
 
 from __future__ import annotations
 
