@@ -66,8 +66,10 @@ def animate(
     """Animate each IMAGE with ACTION; prints each video as it is written, one per line.
 
     Contact sheets and other extras are listed only with --json. Progress counts denoising steps.
+    Under `accelerate launch` each process renders a share of the images; the main one lists them all.
     """
     from ..pipeline.animate import animate as run
+    from ..sharding import current_shard
 
     if size is not None and upscale:
         raise typer.BadParameter("--size and --upscale both set the output size; pass one", param_hint="--size")
@@ -81,7 +83,8 @@ def animate(
         overrides.append(f"animate.strength={strength}")
     config = state.config(overrides)
     out_dir = out or config.project_path(config.animate.out)
-    reporter = RichReporter()
+    shard = current_shard(config)  # under `accelerate launch`: this process's share of the images
+    reporter = shard.reporter(RichReporter())
 
     def written(r) -> None:
         if json_:
@@ -96,7 +99,7 @@ def animate(
                   formats=fmt, seed=seed, fit=Fit(fit).value, overwrite=overwrite, size=size, upscale=upscale,
                   on_result=written)
     reporter.finish()
-    if json_:
+    if json_ and shard.main:  # the main process lists every process's outputs
         print_json([{"image": str(r.image), "videos": [str(p) for p in r.videos],
                      "extras": [str(p) for p in r.extras], "outputs": [str(p) for p in r.outputs],
                      "frames": r.frames, "seconds": r.seconds} for r in results])

@@ -35,7 +35,10 @@ def eval_(
     set_: SetOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Score each ACTION with the configured metrics; writes metrics.json, report.md and report.html."""
+    """Score each ACTION with the configured metrics; writes metrics.json, report.md and report.html.
+
+    Under `accelerate launch` each process renders and scores a share of the samples; the main one writes.
+    """
     from ..pipeline.report import compare, load_result, write_comparison
 
     actions = list(dict.fromkeys(actions))
@@ -45,6 +48,8 @@ def eval_(
         results, reports = [load_result(Path(a)) for a in actions], {}
     else:
         results, reports = _evaluate(actions, images, clips, out_dir, set_)
+        if not all(r.main_process for r in results):  # under `accelerate launch`, only the main process reports
+            return
     comparison = None
     if compare_ or len(results) > 1:
         comparison = compare(results, state.host(state.config(set_)).registry)  # "best" by the metrics' own traits
@@ -64,25 +69,29 @@ def _evaluate(actions: list[str], images: list[Path] | None, clips: list[Path] |
               set_: list[str] | None) -> tuple[list[EvalResult], dict[str, Path]]:
     """Evaluate and report every action in turn (all are checked to exist before the first renders).
 
-    Returns the results and the written files by kind (``ACTION/kind`` with several actions).
+    Returns the results and the written files by kind (``ACTION/kind`` with several actions); under a
+    launch the other processes' results have ``main_process=False`` and nothing written.
     """
     from ..pipeline.evaluate import evaluate
     from ..pipeline.report import write_report
+    from ..sharding import current_shard
 
     config = state.config(set_)
     library, host = state.library(config), state.host(config)
     for action in actions:
         library.require(action)
     references = expand_images(images) if images else None
-    reporter = RichReporter()
+    reporter = current_shard(config).reporter(RichReporter())
     results, reports = [], {}
     for action in actions:
         folder = out_dir if out_dir is None or len(actions) == 1 else out_dir / action
         result = evaluate(config, library, action, host, images=references, clips=clips,
                           reporter=reporter, out_dir=folder)
+        results.append(result)
+        if not result.main_process:  # the main process gathered this process's samples and writes the reports
+            continue
         written = {"metrics": result.path, **write_report(result, result.path.parent, reporter=reporter)}
         reports.update({kind if len(actions) == 1 else f"{action}/{kind}": path for kind, path in written.items()})
-        results.append(result)
     reporter.finish()
     return results, reports
 

@@ -95,10 +95,18 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
     Videos come at the model's native size unless ``size`` (the long side, in pixels) or ``upscale`` (the
     input image's size) asks for another: see :func:`output_shape` and :func:`resize_video`. Contact
     sheets stay at the model's size. Progress is reported in denoising steps, over all images.
+
+    Under ``accelerate launch`` (:mod:`flashctl.sharding`) every process checks every image, the main one
+    picks the free output names for all, and each renders and writes only its share, on its own device.
+    The main process calls ``on_result`` for its own images as they are written, then for the others'
+    once they are gathered, and returns every result in input order; the others return their own.
     """
     from ..files import atomic_write
+    from ..sharding import current_shard
     from ..video import contact_sheet, describe_fit, read_image
 
+    shard = current_shard(config)
+    config, reporter = shard.configure(config), shard.reporter(reporter)
     out = Path(out_dir)
     file_format = output_file_format(out, host)
     if file_format is not None:
@@ -115,23 +123,24 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
         raise OutputPathError(f"--size {size}: too small", hint="pass the long side in pixels, 8 or more")
     formats = list(formats or config.animate.formats)
     writers = [_writer(host, config, name) for name in formats]  # unknown formats fail before any work
-    sources = [(Path(p), read_image(Path(p))) for p in images]  # unreadable images fail before the model loads
+    mine = set(shard.take(len(images)))
+    sources = []  # (path, image or None where another process renders it)
+    for index, path in enumerate(map(Path, images)):
+        image = read_image(path)  # every process reads every image: a bad one fails before the model loads
+        sources.append((path, image if index in mine else None))
     out_dir = out.parent if file_format is not None else out
     out_dir.mkdir(parents=True, exist_ok=True)  # so does an output folder that is a file or read-only
     sheets = config.animate.contact_sheet and file_format is None
-    if file_format is not None:
-        bases, notes = _free_bases([out.with_suffix("")], [ext for _, ext in writers], False, overwrite)
-    else:
-        bases, notes = _free_bases([out_dir / n for n in distinct_names([p for p, _ in sources])],
-                                   [ext for _, ext in writers], sheets, overwrite)
+    bases, notes = shard.broadcast(_bases(out, out_dir, file_format, [p for p, _ in sources], writers, sheets, overwrite)
+                                   if shard.main else None)  # one process picks every free name
     for note in notes:
         reporter.note(note, level="warning")
-    animator = load_animator(config, library, action, host, reporter)
+    animator = load_animator(config, library, action, host, reporter) if mine else None
     seed = config.animate.seed if seed is None else seed
-    results = []
-    steps = animator.settings.steps
-    reporter.start("animate (denoising steps)", total=len(sources) * steps)
-    for number, ((path, image), base) in enumerate(zip(sources, bases), 1):
+    results: list[tuple[int, AnimateResult]] = []
+    reporter.start("animate (denoising steps)", total=len(mine) * config.animate.steps)
+    for number, index in enumerate(sorted(mine), 1):
+        (path, image), base = sources[index], bases[index]
         t0 = time.perf_counter()
         change = describe_fit(image.shape[0], image.shape[1], fit)
         if change is not None:
@@ -144,11 +153,28 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
         if sheets:
             sheet = contact_sheet(frames, source=f"{path.name} · {action}")  # labelled (rows, cols, 3) uint8
             extras.append(atomic_write(Path(f"{base}_sheet.png"), _png_bytes(sheet)))
-        results.append(AnimateResult(path, videos, extras, len(frames), time.perf_counter() - t0))
-        if on_result is not None:
-            on_result(results[-1])
+        results.append((index, AnimateResult(path, videos, extras, len(frames), time.perf_counter() - t0)))
+        if on_result is not None and shard.main:
+            on_result(results[-1][1])
     reporter.finish()
-    return results
+    shares = shard.gather(results)
+    if shares is None:  # another process: the main one reports
+        return [result for _, result in results]
+    everyone = sorted((pair for share in shares for pair in share), key=lambda pair: pair[0])
+    if on_result is not None:
+        for index, result in everyone:
+            if index not in mine:
+                on_result(result)
+    return [result for _, result in everyone]
+
+
+def _bases(out: Path, out_dir: Path, file_format: str | None, images: list[Path], writers: list[tuple[Any, str]],
+           sheets: bool, overwrite: bool) -> tuple[list[Path], list[str]]:
+    """Every image's output base (``out_dir/coffee``) and the notes on names moved aside (:func:`_free_bases`)."""
+    extensions = [ext for _, ext in writers]
+    if file_format is not None:
+        return _free_bases([out.with_suffix("")], extensions, False, overwrite)
+    return _free_bases([out_dir / n for n in distinct_names(images)], extensions, sheets, overwrite)
 
 
 def output_shape(height: int, width: int, fit: str, size: int | None, upscale: bool) -> tuple[int, int] | None:

@@ -46,6 +46,7 @@ class EvalResult:
     fps: float = 8.0  # frame rate of ``videos``
     targets: list[np.ndarray | None] = field(default_factory=list, repr=False)  # (F', H, W, 3) real clip per video
     weights: dict[str, Any] | None = None  # the scored motion version: run id and weights sha256s (scored_weights)
+    main_process: bool = True  # False in the other processes of a multi-process launch (their own rows only)
 
 
 @dataclass
@@ -181,10 +182,18 @@ def _json_safe(value: Any) -> Any:
 
 def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, *, images: list[Path] | None = None,
              clips: list[Path] | None = None, animator: Any = None, reporter: Reporter = NullReporter(), out_dir: Path | None = None) -> EvalResult:
-    """Render every reference with ``action``, score it with ``config.eval.metrics``, write metrics.json."""
-    from ..files import atomic_write
-    from ..video import frames_to_tensor
+    """Render every reference with ``action``, score it with ``config.eval.metrics``, write metrics.json.
 
+    Under ``accelerate launch`` (:mod:`flashctl.sharding`) each process renders and scores its share of the
+    samples with the per-sample metrics; the main one gathers the rows and videos, feeds the whole set to
+    the aggregate metrics (FVD) in sample order and writes metrics.json. The other processes return their
+    own rows with ``main_process=False`` and write nothing.
+    """
+    from ..files import atomic_write
+    from ..sharding import current_shard
+
+    shard = current_shard(config)
+    config, reporter = shard.configure(config), shard.reporter(reporter)
     motion_dir = library.require(action)
     metrics = _metrics(config, host)
     if images is not None and clips is not None:
@@ -198,34 +207,27 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
                       "continuation to compare with", level="warning")
     from .animate import load_animator
 
-    animator, weights = _loaded_weights(library, action, animator,
-                                        lambda: load_animator(config, library, action, host, reporter), reporter)
-
+    mine = shard.take(len(samples))
+    animator, weights = _loaded_weights(library, action, animator,  # a process with no share loads nothing
+                                        lambda: load_animator(config, library, action, host, reporter),
+                                        reporter) if mine else (animator, None)
     seed = config.animate.seed
     prompt = library.manifest(action).prompt
-    per_sample: list[dict] = []
-    videos: list[np.ndarray] = []
-    targets: list[np.ndarray | None] = []
+    scored = _score_share(animator, [(i, *samples[i]) for i in mine], seed, prompt,
+                          [m for m in active if not m.traits.aggregate], reporter)
+    shares = shard.gather(scored)
+    out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
+    fps = float(getattr(animator, "fps", 8.0))
+    if shares is None:  # another process: the main one scores the set and writes
+        return EvalResult(action, [row for _, row, _, _ in scored], {}, out / METRICS_FILE, fps=fps, weights=weights,
+                          main_process=False)
+    ordered = sorted((entry for share in shares for entry in share), key=lambda entry: entry[0])
+    per_sample = [row for _, row, _, _ in ordered]
+    videos = [frames for _, _, frames, _ in ordered]
+    targets = [samples[index][2] for index, _, _, _ in ordered]
     directions: dict[str, Direction] = {}
-    reporter.start("eval", total=len(samples))
-    for label, image, clip in samples:
-        frames = animator.render(image, seed)  # (F, H, W, 3) uint8
-        generated = frames_to_tensor(frames)  # (F, 3, H, W)
-        height, width = generated.shape[-2:]
-        reference = _fit(frames_to_tensor(image[None]), height, width)[0]  # (3, H, W)
-        target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
-        scores: dict[str, float] = {}
-        for metric in active:
-            extra = {"prompt": prompt} if metric.traits.accepts_prompt else {}
-            for key, value in metric.score(generated, reference=reference, target=target, **extra).items():
-                scores[f"{metric.name}/{key}"] = float(value)
-                directions[f"{metric.name}/{key}"] = metric.traits.direction(key)
-        per_sample.append({"reference": label, "seed": seed, "scores": scores,
-                           "series": frame_series(generated, reference, target)})
-        videos.append(frames)
-        targets.append(clip)
-        reporter.advance(1, **scores)
-    reporter.finish()
+    for _, _, _, seen in ordered:
+        directions.update(seen)
 
     summary = {}
     for key in directions:
@@ -234,11 +236,9 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
             summary[key] = sum(finite) / len(finite)
     for metric in active:
         if metric.traits.aggregate:  # e.g. FVD: one distance between the generated and the real set
-            for key, value in metric.score.compute().items():
-                summary[f"{metric.name}/{key}"] = float(value)
-                directions[f"{metric.name}/{key}"] = metric.traits.direction(key)
+            summary.update(_aggregate(metric, videos, [samples[i][1] for i, _, _, _ in ordered], targets, prompt,
+                                      directions))
 
-    out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "action": action,
@@ -256,5 +256,56 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     path = out / METRICS_FILE
     atomic_write(path, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
     reporter.note(f"eval: wrote {path}")
-    return EvalResult(action, per_sample, summary, path, directions, videos, float(getattr(animator, "fps", 8.0)),
-                      targets, weights)
+    return EvalResult(action, per_sample, summary, path, directions, videos, fps, targets, weights)
+
+
+def _tensors(frames: np.ndarray, image: np.ndarray, clip: np.ndarray | None) -> tuple[Any, Any, Any]:
+    """A rendered video, its reference and real clip as ``(F, 3, H, W)``, ``(3, H, W)``, ``(F', 3, H, W)`` or None
+    in [-1, 1], the latter two resized to the video's frames."""
+    from ..video import frames_to_tensor
+
+    generated = frames_to_tensor(frames)  # (F, 3, H, W)
+    height, width = generated.shape[-2:]
+    reference = _fit(frames_to_tensor(image[None]), height, width)[0]  # (3, H, W)
+    target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
+    return generated, reference, target
+
+
+def _score_share(animator: Any, share: list[tuple[int, str, np.ndarray, np.ndarray | None]], seed: int, prompt: str,
+                 metrics: list[_Metric], reporter: Reporter) -> list[tuple[int, dict, np.ndarray, dict[str, Direction]]]:
+    """Render and score each ``(index, label, reference, clip)`` with the per-sample ``metrics``.
+
+    Returns ``(index, row, video (F, H, W, 3) uint8, the directions of the keys scored)`` per sample.
+    """
+    scored = []
+    reporter.start("eval", total=len(share))
+    for index, label, image, clip in share:
+        frames = animator.render(image, seed)  # (F, H, W, 3) uint8
+        generated, reference, target = _tensors(frames, image, clip)
+        scores: dict[str, float] = {}
+        directions: dict[str, Direction] = {}
+        for metric in metrics:
+            extra = {"prompt": prompt} if metric.traits.accepts_prompt else {}
+            for key, value in metric.score(generated, reference=reference, target=target, **extra).items():
+                scores[f"{metric.name}/{key}"] = float(value)
+                directions[f"{metric.name}/{key}"] = metric.traits.direction(key)
+        row = {"reference": label, "seed": seed, "scores": scores, "series": frame_series(generated, reference, target)}
+        scored.append((index, row, frames, directions))
+        reporter.advance(1, **scores)
+    reporter.finish()
+    return scored
+
+
+def _aggregate(metric: _Metric, videos: list[np.ndarray], images: list[np.ndarray], targets: list[np.ndarray | None],
+               prompt: str, directions: dict[str, Direction]) -> dict[str, float]:
+    """Feed every sample, in order, to an aggregate metric (it returns ``{}`` each) and return its ``compute()``;
+    records the keys' directions in ``directions``."""
+    extra = {"prompt": prompt} if metric.traits.accepts_prompt else {}
+    for frames, image, clip in zip(videos, images, targets):
+        generated, reference, target = _tensors(frames, image, clip)
+        metric.score(generated, reference=reference, target=target, **extra)
+    scores = {}
+    for key, value in metric.score.compute().items():
+        scores[f"{metric.name}/{key}"] = float(value)
+        directions[f"{metric.name}/{key}"] = metric.traits.direction(key)
+    return scores
