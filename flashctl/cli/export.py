@@ -33,8 +33,9 @@ def export(
     action: Annotated[str, typer.Argument(help="A trained action in the motion library.")],
     format_: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT",
-        help="diffusers: keys 'unet.<module>.lora_A/B.weight' for AnimateDiffPipeline.load_lora_weights (B carries "
-             "alpha/rank). comfyui: ComfyUI's LoraLoader convention 'lora_unet_<module_with_underscores>."
+        help="diffusers: keys '<component>.<module>.lora_A/B.weight' for the pipeline's load_lora_weights (component "
+             "'unet' for AnimateDiffPipeline, 'transformer' for WanImageToVideoPipeline; B carries alpha/rank). "
+             "comfyui (U-Net motions): ComfyUI's LoraLoader convention 'lora_unet_<module_with_underscores>."
              "lora_down/lora_up.weight' + '.alpha'.")],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The .safetensors file to write.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing FILE.")] = False,

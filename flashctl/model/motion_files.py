@@ -25,7 +25,7 @@ GEOMETRY_KEYS = ("backbone", "preset", "base", "base_config_sha256", "latent_cha
 # content ids (flashctl.model.content_id) -> what they name and the text key they replace; compared only when both
 # the motion and the config have one (motions saved before content ids keep matching on the base's text)
 CONTENT_KEYS = {"base_content_id": ("base", "base"), "adapter_content_id": ("motion adapter", None)}
-DIFFUSERS_PREFIX = "unet."  # where diffusers pipelines' load_lora_weights looks for U-Net LoRA keys
+DIFFUSERS_COMPONENT = "unet"  # the denoiser's pipeline component when a motion's config.json names none (older motions)
 COMFYUI_PREFIX = "lora_unet_"  # ComfyUI's (kohya-ss) U-Net LoRA names: comfy/lora.py model_lora_keys_unet
 COMFYUI_SUFFIX = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}  # peft -> ComfyUI
 
@@ -126,18 +126,31 @@ def _write_export(out_path: Path, tensors: dict[str, Any], metadata: dict[str, s
     return out_path
 
 
+def diffusers_component(denoiser: Any) -> str:
+    """The name diffusers pipelines give ``denoiser``, which prefixes its keys in a LoRA file for ``load_lora_weights``.
+
+    Taken from where diffusers files the model class: the models under ``diffusers.models.transformers``
+    (Wan, LTX-Video, HunyuanVideo, CogVideoX) are every pipeline's ``transformer``, the U-Nets its ``unet``.
+    Recorded as ``component`` in a motion's ``config.json`` ``lora`` record when the motion LoRA is added.
+    """
+    return "transformer" if ".models.transformers." in type(denoiser).__module__ else "unet"
+
+
 def export_lora_for_diffusers(weights_dir: Path, out_path: Path, metadata: dict[str, str] | None = None, *,
                               overwrite: bool = True) -> Path:
-    """Write a motion's LoRA so that stock diffusers loads it: ``AnimateDiffPipeline.load_lora_weights(out_path)``.
+    """Write a motion's LoRA so that stock diffusers loads it with ``load_lora_weights(out_path)``.
 
-    Keys get the ``unet.`` prefix. diffusers infers ``lora_alpha = rank`` from such a file, so the
-    B matrices carry the motion's ``alpha / rank`` scale instead. The same base U-Net needs the same
-    attention processors (flashctl's cross-frame attention) to give flashctl's output. ``metadata``
-    (strings) is added to the file's safetensors header.
+    Keys get the denoiser's component prefix (``config.json``'s ``lora.component``): ``unet.`` for
+    ``AnimateDiffPipeline``, ``transformer.`` for ``WanImageToVideoPipeline`` / ``WanPipeline``. diffusers
+    infers ``lora_alpha = rank`` from such a file, so the B matrices carry the motion's ``alpha / rank``
+    scale instead. The same base denoiser needs the same attention processors where flashctl's are part of
+    the model (AnimateDiff's cross-frame attention; Wan's are the stock ones at inference) to give
+    flashctl's output. ``metadata`` (strings) is added to the file's safetensors header.
     """
     lora, state = _motion_lora(weights_dir)
     scale = float(lora["alpha"]) / int(lora["rank"])
-    tensors = {DIFFUSERS_PREFIX + k: v * scale if ".lora_B." in k else v for k, v in state.items()}
+    prefix = lora.get("component", DIFFUSERS_COMPONENT) + "."
+    tensors = {prefix + k: v * scale if ".lora_B." in k else v for k, v in state.items()}
     return _write_export(out_path, tensors, {**(metadata or {}), "format": "pt", "exported_by": f"flashctl {__version__}",
                                              "rank": str(lora["rank"]), "alpha": str(lora["rank"]),
                                              "lora_B_scaled_by": str(scale)}, overwrite)
@@ -207,8 +220,16 @@ def _split_lora_key(key: str) -> tuple[str, str]:
 
 def export_lora_for_comfyui(weights_dir: Path, out_path: Path, metadata: dict[str, str] | None = None, *,
                             overwrite: bool = True) -> Path:
-    """Write a motion's LoRA in ComfyUI's LoRA key convention (:func:`lora_to_comfyui`)."""
+    """Write a motion's U-Net LoRA in ComfyUI's LoRA key convention (:func:`lora_to_comfyui`).
+
+    A transformer's LoRA is refused: ComfyUI (and musubi-tuner) name DiT layers by the original
+    checkpoints' names (Wan: ``blocks.N.self_attn.q``), not diffusers' module paths.
+    """
     lora, state = _motion_lora(weights_dir)
+    component = lora.get("component", DIFFUSERS_COMPONENT)
+    if component != "unet":
+        raise IncompatibleMotionError(f"--format comfyui writes U-Net LoRAs; this motion's LoRA is on a {component}, whose "
+                              f"layers ComfyUI names by the original checkpoint", hint="use --format diffusers")
     tensors = lora_to_comfyui(state, float(lora["alpha"]))
     return _write_export(out_path, tensors, {**(metadata or {}), "format": "pt", "exported_by": f"flashctl {__version__}",
                                              "rank": str(lora["rank"]), "alpha": str(lora["alpha"])}, overwrite)

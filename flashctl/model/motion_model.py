@@ -22,8 +22,8 @@ from . import flash
 from .interfaces import Backbone, Decoder
 from .lora import add_motion_lora, load_motion_lora, lora_state_dict, lora_targets, set_motion_strength
 from .motion_alignment import install_mam, uninstall_mam
-from .motion_files import (CONFIG_FILE, DECODER_FILE, FORMAT, LORA_FILE, check_compatible, check_format, load_lora,
-                           save_lora, write_json)
+from .motion_files import (CONFIG_FILE, DECODER_FILE, FORMAT, LORA_FILE, check_compatible, check_format,
+                           diffusers_component, load_lora, save_lora, write_json)
 
 if TYPE_CHECKING:
     from ..config import AnimateSection, FlashConfig, MamSection
@@ -66,7 +66,8 @@ class MotionModel:
         returns its parameters, the only trainable ones."""
         targets = lora_targets(self.backbone, extra_targets)
         params = add_motion_lora(self.backbone, rank, alpha, targets)
-        self.lora = {"file": LORA_FILE, "rank": rank, "alpha": alpha, "targets": targets}
+        self.lora = {"file": LORA_FILE, "rank": rank, "alpha": alpha, "targets": targets,
+                     "component": diffusers_component(self.backbone.unet)}  # the key prefix `export` writes
         return params
 
     def set_strength(self, strength: float) -> None:
