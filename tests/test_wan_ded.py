@@ -76,6 +76,37 @@ def test_reference_features_are_the_causal_encoders_frame_0_features(host, backb
         torch.testing.assert_close(mine, stock, rtol=0, atol=0)
 
 
+def test_the_injector_decodes_a_wan22_layout_vae_exactly_like_its_decode():
+    """Wan2.2-TI2V's VAE layout: residual up/down blocks, 2x2 patchified pixels (12 channels), 16x; with
+    non-trivial latent statistics. No-op injections give ``AutoencoderKLWan.decode`` bit for bit."""
+    from diffusers import AutoencoderKLWan
+
+    from flashctl_wan.detail_decoder import WanInjector
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=12, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           is_residual=True, patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=16,
+                           latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[2.0, 0.5, 1.5, 1.0]).eval()
+    injector = WanInjector(vae)
+    seen = []
+
+    def record(block: int, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        seen.append((block, tuple(x.shape)))
+        return x
+
+    latents = torch.randn(2, 2, 4, 2, 2)  # (B, F', c, h, w): 5 frames of 32 px
+    mean, std = torch.tensor(vae.config.latents_mean), torch.tensor(vae.config.latents_std)
+    with torch.no_grad():
+        out = injector.decode(latents, record).clamp(-1, 1)  # (B, F, 3, H, W)
+        z = latents.permute(0, 2, 1, 3, 4) * std.view(1, 4, 1, 1, 1) + mean.view(1, 4, 1, 1, 1)  # (B, c, F', h, w)
+        stock = vae.decode(z).sample.permute(0, 2, 1, 3, 4)  # (B, F, 3, H, W)
+    assert out.shape == (2, 5, 3, 32, 32) and (out - stock).abs().max().item() == 0.0
+    assert seen[:4] == [(0, (2, 24, 4, 4)), (1, (2, 24, 8, 8)), (2, (2, 24, 16, 16)), (3, (2, 12, 16, 16))]  # frame 0
+    assert seen[4][1][0] == 2 * 2 and seen[-1][1][0] == 2 * 4  # latent frame 1 -> 2, then 4 frames per video
+    feats = injector.encoder_features(torch.zeros(1, 3, 32, 32))
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2, 2, 2]  # patchified 16 px, then every down block
+
+
 def test_vae_slicing_decodes_a_video_at_a_time_with_the_same_result(host, backbone, monkeypatch):
     decoder = _perturbed(_decoder(host, backbone))
     clips = _clips(3, seed=3)
