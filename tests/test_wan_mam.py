@@ -148,7 +148,8 @@ def test_the_paired_batch_is_one_fused_attention_call(wan, monkeypatch):
     import flashctl_wan.mam as wan_mam
 
     calls, real = [], wan_mam.dispatch_attention_fn
-    monkeypatch.setattr(wan_mam, "dispatch_attention_fn", lambda q, k, v, **kw: calls.append(q.shape) or real(q, k, v, **kw))
+    monkeypatch.setattr(wan_mam, "dispatch_attention_fn",
+                        lambda q, k, v, **kw: calls.append(q.shape) or real(q, k, v, **kw))
     x, rope = _tokens(wan, 8)
     _mam(CORR)(wan.unet.blocks[0].attn1, x, rotary_emb=rope)
     width = wan.options.head_dim

@@ -200,3 +200,62 @@ def test_sides_the_vae_and_patches_cannot_tile_are_one_clear_error(host, folders
         backbone.encode_video(_video(4, 48))
     assert "multiples of 32" in info.value.message and "got 48x48" in info.value.message
     assert "prepare.size" in info.value.hint
+
+
+def test_train_and_animate_through_the_cli_on_a_real_preset_folder(folders, tmp_path, capsys):
+    """The motion records the folder's content id; animate pre-checks it from the folder's metadata, and a
+    moved copy of the folder still animates the motion."""
+    import json
+
+    from cli_kit import run
+
+    base = tmp_path / "Wan2.2-TI2V-5B-Diffusers"
+    shutil.copytree(folders / "wan2.2-ti2v", base)
+    (tmp_path / "flashctl.toml").write_text(f"""
+[model]
+backbone = "wan"
+decoder = "vae"
+
+[options.backbone.wan]
+preset = "wan2.2-ti2v"
+base = "{base}"
+
+[prepare]
+frames = {FRAMES}
+size = 64
+
+[train]
+steps = 1
+strong_augment = true
+augmentations = ["invert"]
+
+[train.mam]
+motion_align = true
+correspondence_align = true
+
+[animate]
+steps = 1
+scheduler = "euler"
+formats = ["mp4"]
+""")
+    for argv in (("--clips", "1", "--out", tmp_path / "clips"),
+                 ("--clips", "1", "--seed", "100", "--reference-only", "--out", tmp_path / "photos")):
+        assert run(capsys, "synth", "arm_wave", *argv).code == 0
+    assert run(capsys, "prepare", "wave", "--clips", tmp_path / "clips", "--prompt", "waving").code == 0
+    r = run(capsys, "train", "wave")
+    assert r.code == 0, r.err
+    record = json.loads((tmp_path / "motions" / "wave" / "weights" / "config.json").read_text())
+    geometry = record["backbone"]["geometry"]
+    assert (geometry["preset"], geometry["latent_channels"], geometry["downsample"]) == ("wan2.2-ti2v", 48, 16)
+    assert geometry["base_content_id"] == _build_id(base)
+
+    moved = tmp_path / "moved"
+    base.rename(moved)
+    r = run(capsys, "animate", "-a", "wave", "-i", tmp_path / "photos", "--out", tmp_path / "out", "--set",
+            f"options.backbone.wan.base={moved}")
+    assert r.code == 0, r.err
+    assert len(r.out.split()) == 1 and r.out.strip().endswith(".mp4")
+
+
+def _build_id(folder) -> str:
+    return metadata_geometry(WanOptions(preset="wan2.2-ti2v", base=str(folder)), BuildContext())["base_content_id"]

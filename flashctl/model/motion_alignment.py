@@ -75,7 +75,7 @@ def correspondence_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.T
 
     ONE fused attention call on these gives ``[softmax(Q_x K_x^T/sqrt d) V_x; softmax(Q_x K_x^T/sqrt d) V~]``:
     the original's output and the augmented values aggregated with the original's probabilities, at the cost
-    of the stock call, the attention matrix never materialised.
+    of the stock call on ``[x; x~]``; the probabilities stay inside the kernel (never built as a tensor here).
     """
     (q, _), (k, _) = _halves(query), _halves(key)  # (N, ...) each; x~'s own queries and keys are not used
     q_donor, k_donor = (q, k) if donor_grad else (q.detach(), k.detach())
