@@ -117,13 +117,43 @@ def test_vae_slicing_decodes_a_video_at_a_time_with_the_same_result(host, backbo
         batched = decoder.decode(latents, clips[:, 0])
         calls, real = [], decoder.injector.decode_videos
         monkeypatch.setattr(decoder.injector, "decode_videos",
-                            lambda z, inject, rows: calls.append((z.shape[0], rows)) or real(z, inject, rows))
+                            lambda z, inject, rows, warm: calls.append((z.shape[0], rows)) or real(z, inject, rows, warm))
         backbone.vae.enable_slicing()
         sliced = decoder.decode(latents, clips[:, 0])
     finally:
         backbone.vae.use_slicing = was
     assert calls == [(1, slice(i, i + 1)) for i in range(3)]  # each video with its own reference
     torch.testing.assert_close(sliced, batched, atol=1e-5, rtol=0)
+
+
+def test_a_fitting_step_decodes_a_window_after_a_gradient_free_warm_up_of_the_causal_cache(host, backbone):
+    """9-frame clips (3 latent frames), 4 target frames a step: one latent frame with gradient, at latent frame
+    1 or 2, the frames before it decoded without gradient; the window's frames are the full decode's."""
+    decoder = _perturbed(_decoder(host, backbone))
+    clips = torch.rand(2, 9, 3, S, S, generator=torch.Generator().manual_seed(6)) * 2 - 1  # (2, 9, 3, S, S)
+    latents = backbone.encode_video(clips)  # (2, 3, c, h, w)
+    g, starts = torch.Generator().manual_seed(0), set()
+    for _ in range(8):
+        batch = decoder.injector.fit_batch(latents, clips, 4, g)
+        start = batch.warm
+        starts.add(start)
+        assert batch.latents.shape[1] == start + 1 and batch.target.shape[1] == 4 * start + 1
+        assert batch.frames == slice(4 * start - 3, None) and len(batch.clips) == 1  # 4 target frames, 1 clip
+    assert starts == {1, 2}
+    grad_on = []
+
+    def record(block: int, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        grad_on.append((x.shape[0], torch.is_grad_enabled()))
+        return x
+
+    decoder.injector.decode(latents[:1], record, warm=2)
+    assert [on for _, on in grad_on] == [False] * 6 + [True] * 3  # 3 up blocks per latent frame
+    features = decoder.reference_features(clips[:, 0])
+    with torch.no_grad():
+        full = decoder.decode_with(latents, features)  # (2, 9, 3, S, S)
+    window = decoder.decode_with(latents[:, :2], features, warm=1)  # (2, 5, 3, S, S)
+    assert window.requires_grad
+    torch.testing.assert_close(window.detach(), full[:, :5], rtol=0, atol=1e-6)  # causal: the same first frames
 
 
 def test_fitting_trains_only_the_new_layers_and_brings_back_the_own_reference(host, backbone):

@@ -56,6 +56,7 @@ class FitBatch:
     latents: torch.Tensor  # (K, F_z, c, h, w) clean latents to decode
     target: torch.Tensor  # (K, F_t, 3, H, W) what they decode to
     frames: slice  # the decoded frames the loss covers
+    warm: int = 0  # leading latent frames decoded without gradient (they only fill a causal decoder's cache)
 
 
 class VaeInjector(Protocol):
@@ -67,9 +68,9 @@ class VaeInjector(Protocol):
     def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) still image in [-1, 1] -> [(B, c_i, h_i, w_i)]: after conv_in, each down block, the mid block."""
 
-    def decode(self, latents: torch.Tensor, inject: Inject) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, inject: Inject, warm: int = 0) -> torch.Tensor:
         """(B, F, c, h, w) backbone latents -> (B, F_video, 3, H, W) unclamped, ``inject`` after every up block;
-        honours the VAE's ``use_slicing``."""
+        the first ``warm`` latent frames without gradient; honours the VAE's ``use_slicing``."""
 
     def fit_batch(self, latents: torch.Tensor, clips: torch.Tensor, frames: int,
                   generator: torch.Generator) -> FitBatch:
@@ -95,7 +96,11 @@ class KLInjector:
         feats.append(enc.mid_block(x, None))  # (B, c_mid, h, w)
         return feats
 
-    def decode(self, latents: torch.Tensor, inject: Inject) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, inject: Inject, warm: int = 0) -> torch.Tensor:
+        if warm:  # frames are independent: the leading ones are simply decoded without gradient
+            with torch.no_grad():
+                head = self.decode(latents[:, :warm], inject)  # (B, warm, 3, H, W)
+            return torch.cat([head, self.decode(latents[:, warm:], inject)], dim=1)
         if getattr(self.vae, "use_slicing", False):  # runtime.vae_slicing: a frame at a time, as the VAE
             frames = [self.decode_frames(latents[:, f:f + 1], inject) for f in range(latents.shape[1])]  # (B, 1, 3, H, W)
             return torch.cat(frames, dim=1)  # (B, F, 3, H, W)
@@ -279,8 +284,9 @@ class DetailEnhanceDecoder(nn.Module):
             feats = self.injector.encoder_features(reference.to(vae.device, vae.dtype))
         return {i: f for i, f in enumerate(feats) if i in used}
 
-    def decode_with(self, latents: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
-        """(B, F, c, h, w) latents + :meth:`reference_features` -> (B, F_video, 3, H, W), unclamped, with grad."""
+    def decode_with(self, latents: torch.Tensor, features: dict[int, torch.Tensor], warm: int = 0) -> torch.Tensor:
+        """(B, F, c, h, w) latents + :meth:`reference_features` -> (B, F_video, 3, H, W), unclamped, with grad
+        (but for the first ``warm`` latent frames)."""
         vae = self._attached().backbone.vae
 
         def inject(block: int, x: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -289,7 +295,7 @@ class DetailEnhanceDecoder(nn.Module):
             ref = resized(features[self.sources[str(block)]][rows], x.shape[-2:])  # (b, c_ref, h_i, w_i)
             return self.injections[str(block)](x, ref)  # (b*T, c_i, h_i, w_i)
 
-        return self.injector.decode(latents.to(vae.device, vae.dtype), inject)
+        return self.injector.decode(latents.to(vae.device, vae.dtype), inject, warm)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -333,8 +339,8 @@ def fit_detail_decoder(decoder: DetailEnhanceDecoder, clips: torch.Tensor, *, st
 
     Reference = each clip's first frame; targets = its other frames, decoded from their clean latents
     plus ``noise_std`` Gaussian noise. Each step draws about ``batch_frames`` target frames, as the VAE's
-    injector decodes them (:meth:`VaeInjector.fit_batch`: single frames of a 2-D VAE, whole clips of a
-    causal 3-D one). The VAE stays frozen. Unset arguments come from the decoder's options. On a NaN/inf
+    injector decodes them (:meth:`VaeInjector.fit_batch`: single frames of a 2-D VAE, a window of a clip for
+    a causal 3-D one, its cache filled by the frames before it without gradient). The VAE stays frozen. Unset arguments come from the decoder's options. On a NaN/inf
     loss the injections are restored to what they were before fitting and :class:`TrainingDivergedError`
     is raised.
     """
@@ -360,7 +366,8 @@ def fit_detail_decoder(decoder: DetailEnhanceDecoder, clips: torch.Tensor, *, st
     for step in range(steps):
         batch = decoder.injector.fit_batch(latents, clips, batch_frames, generator)
         noise = torch.randn(batch.latents.shape, generator=generator).to(latents)  # (K, F_z, c, h, w)
-        pred = decoder.decode_with(batch.latents + noise_std * noise, {i: f[batch.clips] for i, f in features.items()})
+        pred = decoder.decode_with(batch.latents + noise_std * noise, {i: f[batch.clips] for i, f in features.items()},
+                                   batch.warm)
         loss = (pred[:, batch.frames].float() - batch.target[:, batch.frames].float()).abs().mean()
         if not torch.isfinite(loss):
             decoder.load_state_dict(before)

@@ -19,8 +19,12 @@ as on AnimateDiff.
 * **Slicing**: ``runtime.vae_slicing`` decodes one video of the batch at a time, as the Wan VAE slices
   (a video's frames are decoded a latent frame at a time anyway). Tiling is not applied: like the
   AutoencoderKL DED, it decodes whole frames.
-* **Fitting** decodes whole clips (a causal decoder cannot decode a later frame alone), enough of them for
-  about ``batch_frames`` target frames per step; the loss skips frame 0, the reference itself.
+* **Fitting** cannot decode a later frame alone (a causal decoder needs the frames before it), and a whole
+  clip with gradient is far too much memory at real sizes (the full-resolution maps of every frame). So each
+  step decodes a window of ``ceil(batch_frames / 4)`` latent frames (four video frames each) at a random
+  place in the drawn clips, after decoding the latent frames before it without gradient, which only fills the
+  causal cache (truncated backpropagation: the window's loss does not reach the injections of earlier
+  frames). The memory is the window's; frame 0, the reference itself, is never in the loss.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class WanInjector:
         self.vae = vae
         self.up_blocks = len(vae.decoder.up_blocks)
         self.spatial_factor = int(vae.config.scale_factor_spatial)
+        self.temporal_factor = int(vae.config.scale_factor_temporal)  # video frames per latent frame after the first
         z = vae.config.z_dim
         self._mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)  # (1, c, 1, 1, 1)
         self._std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)  # (1, c, 1, 1, 1)
@@ -77,14 +82,15 @@ class WanInjector:
             encoder(x, feat_cache=[None] * _causal_convs(encoder), feat_idx=[0])
         return feats
 
-    def decode(self, latents: torch.Tensor, inject: Inject) -> torch.Tensor:
-        """(B, F', c, h, w) normalised latents -> (B, 4(F'-1)+1, 3, H, W), unclamped."""
+    def decode(self, latents: torch.Tensor, inject: Inject, warm: int = 0) -> torch.Tensor:
+        """(B, F', c, h, w) normalised latents -> (B, 4(F'-1)+1, 3, H, W), unclamped; the first ``warm`` latent
+        frames without gradient."""
         if self.vae.use_slicing and latents.shape[0] > 1:  # runtime.vae_slicing: a video at a time, as the VAE
-            return torch.cat([self.decode_videos(latents[i:i + 1], inject, slice(i, i + 1))
+            return torch.cat([self.decode_videos(latents[i:i + 1], inject, slice(i, i + 1), warm)
                               for i in range(latents.shape[0])])
-        return self.decode_videos(latents, inject, slice(None))
+        return self.decode_videos(latents, inject, slice(None), warm)
 
-    def decode_videos(self, latents: torch.Tensor, inject: Inject, rows: slice) -> torch.Tensor:
+    def decode_videos(self, latents: torch.Tensor, inject: Inject, rows: slice, warm: int = 0) -> torch.Tensor:
         """Decode the videos ``rows`` of the batch, ``(b, F', c, h, w)`` -> ``(b, F, 3, H, W)``."""
         vae = self.vae
         z = rearrange(latents, "b f c h w -> b c f h w")
@@ -97,7 +103,8 @@ class WanInjector:
         cache, chunks = [None] * _causal_convs(vae.decoder), []
         with _after_each(list(vae.decoder.up_blocks), injected):
             for i in range(x.shape[2]):  # one latent frame at a time, through the causal cache
-                chunks.append(vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0))
+                with torch.set_grad_enabled(torch.is_grad_enabled() and i >= warm):
+                    chunks.append(vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0))
         video = torch.cat(chunks, dim=2)  # (b, 3[*p*p], F, H[/p], W[/p])
         if vae.config.patch_size is not None:
             video = unpatchify(video, patch_size=vae.config.patch_size)  # (b, 3, F, H, W)
@@ -105,10 +112,14 @@ class WanInjector:
 
     def fit_batch(self, latents: torch.Tensor, clips: torch.Tensor, frames: int,
                   generator: torch.Generator) -> FitBatch:
-        """Whole clips, enough for about ``frames`` target frames (at least one clip); the loss skips frame 0."""
-        n, length = clips.shape[:2]
-        idx = torch.randint(0, n, (max(1, -(-frames // (length - 1))),), generator=generator)  # (K,)
-        return FitBatch(idx, latents[idx], clips[idx], slice(1, None))
+        """A window of latent frames (past frame 0) in enough clips for about ``frames`` target frames."""
+        n, latent_frames, step = clips.shape[0], latents.shape[1], self.temporal_factor
+        span = min(latent_frames - 1, -(-frames // step))  # latent frames with gradient, `step` video frames each
+        idx = torch.randint(0, n, (max(1, -(-frames // (step * span))),), generator=generator)  # (K,)
+        start = int(torch.randint(1, latent_frames - span + 1, (1,), generator=generator))  # first latent frame in it
+        end = start + span
+        return FitBatch(idx, latents[idx, :end], clips[idx, :step * (end - 1) + 1],  # (K, end, ...), (K, F_end, ...)
+                        slice(step * (start - 1) + 1, None), warm=start)
 
 
 INJECTORS = {AutoencoderKLWan: WanInjector}  # VAE class -> injector, read by flashctl.model.detail_decoder
