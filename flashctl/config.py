@@ -121,8 +121,17 @@ class TrainSection(Section):
     lr: float = Field(2e-3, gt=0, le=1, description="AdamW learning rate")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
     seed: int = Field(0, description="seed for noise, timesteps and augmentations")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="accelerate mixed precision")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+    # low-memory settings (docs/performance.md): "auto" = on for real-weight presets (sd15, svd), off for tiny
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="accelerate mixed precision; "
+                                                                   "auto = bf16 for real-weight presets, no for tiny")
+    gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="recompute activations in backward, "
+                                                           "motion modules included (less memory, ~30% slower)")
+    frozen_dtype: Literal["auto", "float32", "mixed"] = Field("auto", description="mixed: the frozen U-Net and "
+                                                              "prompt/image encoder in the mixed-precision dtype (LoRA "
+                                                              "stays float32); auto = mixed when mixed precision is on")
+    augment_bank: int | Literal["auto"] = Field("auto", description="with strong_augment: augmented copies per clip, "
+                                                "drawn and VAE-encoded once before step 1 (no VAE in the steps); 0 = "
+                                                "a fresh copy encoded every step; auto = 8 for real-weight presets, 0")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps; 0 = none")
     lora_rank: int = Field(8, ge=1, description="LoRA rank on temporal and cross-frame attention")
     lora_alpha: float = Field(8.0, gt=0, description="LoRA scale numerator")
@@ -144,6 +153,20 @@ class TrainSection(Section):
             raise ValueError(f"'{key}' moved to [train.mam]: write it as train.mam.{MOVED_TO_MAM[key]}"
                              f" (in TOML: a [train.mam] table holding {MOVED_TO_MAM[key]})")
         return data
+
+    @field_validator("augment_bank")
+    @classmethod
+    def _bank_size(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"must be 0 (fresh copies every step), a positive count or \"auto\", got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _frozen_dtype_needs_autocast(self) -> TrainSection:
+        if self.frozen_dtype == "mixed" and self.mixed_precision == "no":
+            raise ValueError('frozen_dtype = "mixed" needs train.mixed_precision = "bf16" or "fp16" (the frozen weights '
+                             'run under its autocast); or set train.frozen_dtype = "float32"')
+        return self
 
     @model_validator(mode="after")
     def _mam_is_possible(self) -> TrainSection:

@@ -88,9 +88,23 @@ class MotionModel:
         the backbone's objective; see :func:`flash.training_loss`."""
         return flash.training_loss(self.backbone, latents, prompt_emb, generator, augmented, augmented_weight)
 
-    def fit_decoder(self, clips: torch.Tensor, *, seed: int, reporter: Reporter = NullReporter()) -> list[float]:
-        """Fit the decoder's per-motion layers on ``(N, F, 3, H, W)`` clips in [-1, 1]; returns the loss history."""
-        losses = self.decoder.fit(clips, seed=seed, reporter=reporter)
+    def fit_decoder(self, clips: torch.Tensor, *, seed: int, reporter: Reporter = NullReporter(),
+                    autocast: bool = False, checkpointing: bool = False) -> list[float]:
+        """Fit the decoder's per-motion layers on ``(N, F, 3, H, W)`` clips in [-1, 1]; returns the loss history.
+
+        ``autocast``: under bfloat16 autocast (the trained layers and their AdamW state stay in the VAE's
+        dtype). ``checkpointing``: the VAE decoder's up blocks keep only their inputs and recompute in backward.
+        """
+        from .checkpointing import checkpoint_modules, uncheckpoint_modules
+
+        vae_decoder = getattr(self.backbone.vae, "decoder", None)
+        wrapped = checkpoint_modules(vae_decoder, r"up_blocks\.\d+") if checkpointing and vae_decoder is not None else []
+        try:
+            with torch.autocast(self.backbone.device.type, dtype=torch.bfloat16, enabled=autocast):
+                losses = self.decoder.fit(clips, seed=seed, reporter=reporter)
+        finally:
+            if wrapped:
+                uncheckpoint_modules(vae_decoder)
         self.decoder_fitted = True
         return losses
 

@@ -46,6 +46,7 @@ from ..progress import NullReporter, Reporter
 from ..trackers import TrackerRun, Trackers, check_trackers, fixed_clip_loss
 from ..validation import render_validation_error
 from .checkpoint import STATE, clear_checkpoint
+from .train_memory import apply_memory, augmented_bank, encode_clip, encode_frames, resolve_memory
 from .train_records import fingerprint, now, provenance, replica_hashes
 from .train_resume import checkpoint_dir, resume_state, save_state
 
@@ -67,13 +68,14 @@ class TrainResult:
 
 
 def train_settings(config: FlashConfig, manifest: Any, source: Path) -> TrainSection:
-    """``[train]`` from the config with the action's own ``[train]`` overrides from motion.toml."""
+    """``[train]`` from the config with the action's own ``[train]`` overrides from motion.toml, its ``"auto"``
+    low-memory settings resolved for the configured backbone (:func:`.train_memory.resolve_memory`)."""
     overrides = getattr(manifest, "train", None) or {}
     try:
         base = config.train.model_dump()
         mam = overrides.get("mam", {})  # a motion.toml [train.mam] changes only the keys it writes
         merged = {**base, **overrides, "mam": {**base["mam"], **mam} if isinstance(mam, dict) else mam}
-        return TrainSection.model_validate(merged)
+        return resolve_memory(TrainSection.model_validate(merged), config)
     except ValidationError as exc:
         raise ConfigError(*render_validation_error(exc, f"{source}: train", TrainSection)) from None
 
@@ -179,17 +181,24 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     backbone = model.backbone
     fit_decoder = _wants_decoder_fit(settings, model, config)
     augmentations = motion_augmentations(config, settings, host, ctx)
+    bank = settings.augment_bank if augmentations else 0
+    # low memory and no VAE inside the steps: encode one frame at a time (the peak of one frame)
+    encode = encode_frames if settings.gradient_checkpointing and (bank or not augmentations) else encode_clip
 
     clips = torch.stack([frames_to_tensor(clip) for clip in frames])  # (N, F, 3, S, S)
-    latents = torch.cat([backbone.encode_video(clip[None]) for clip in clips])  # (N, F, c, h, w)
+    latents = torch.cat([encode(backbone, clip[None]) for clip in clips])  # (N, F, c, h, w)
     prompt_emb = backbone.encode_prompt([manifest.prompt])  # (1, seq, dim)
+    copies = augmented_bank(clips, augmentations, bank, generator, backbone) if bank else None
 
     params = model.add_motion(settings.lora_rank, settings.lora_alpha, settings.lora_extra_targets)
     mam_installed = model.align(settings.mam) if settings.strong_augment else {}  # no copies: plain (#1)
     augmented_weight = settings.mam.augmented_weight if settings.strong_augment else 0.0
     unet = backbone.unet  # stays bare (no DDP wrapper): gradients are averaged by _average_gradients
-    if settings.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+    memory = apply_memory(backbone, settings, params)
+    if memory["checkpointed"] or memory["frozen_dtype"] != "float32":
+        reporter.note(f"low memory: gradient checkpointing {'on' if settings.gradient_checkpointing else 'off'} "
+                      f"({len(memory['checkpointed'])} extra modules), frozen weights {memory['frozen_dtype']}, "
+                      f"mixed precision {settings.mixed_precision}, augment bank {bank}")
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
     schedule = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)  # stepped per optimizer step
@@ -200,7 +209,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     run_config = {**config.model_dump(mode="json"), "train": settings.model_dump(mode="json")}
     trackers.open(config, host, TrackerRun(action, run_id, runs / run_id, run_config, total), names=settings.trackers,
                   ctx=ctx, reporter=reporter, active=main)
-    trackers.probe("train/fixed_clip_loss", fixed_clip_loss(model, latents, prompt_emb, settings.seed), total)
+    probe = fixed_clip_loss(model, latents, prompt_emb, settings.seed)
+    trackers.probe("train/fixed_clip_loss", lambda: _autocast(accelerator, probe), total)
 
     untracked = settings.model_copy(update={"trackers": []})  # trackers do not change the trajectory: resume may add one
     state_id = fingerprint(config, untracked, model, manifest, frames, augmentations, processes)
@@ -218,6 +228,9 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         idx = torch.randint(len(latents), (settings.batch_size,), generator=generator)
         if not augmentations:
             return latents[idx], None
+        if copies is not None:  # the bank: one of each clip's pre-encoded copies
+            slots = torch.randint(copies.shape[1], (len(idx),), generator=generator)
+            return latents[idx], copies[idx, slots].to(latents)
         picks = torch.randint(len(augmentations), (len(idx),), generator=generator).tolist()
         augmented = torch.stack([augmentations[k][1](clips[i], generator) for k, i in zip(picks, idx.tolist())])
         return latents[idx], backbone.encode_video(augmented)  # one draw per clip, identical on all frames
@@ -271,11 +284,14 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         reporter.note(f"phase 2/{phases}: fitting the detail decoder "
                       + (f"({fit_steps} steps, options.decoder.{config.model.decoder}.train_steps; "
                          "train.detail_decoder = false skips it)" if fit_steps else "(train.detail_decoder)"))
-    decoder_losses = model.fit_decoder(clips, seed=settings.seed, reporter=reporter) if fit_decoder else []
+    decoder_losses = model.fit_decoder(clips, seed=settings.seed, reporter=reporter,
+                                       autocast=settings.mixed_precision == "bf16",
+                                       checkpointing=settings.gradient_checkpointing) if fit_decoder else []
     trackers.log_series("decoder/fit_loss", decoder_losses, first_step=total + 1)
     reporter.note(f"phase {phases}/{phases}: rendering preview.gif ({config.animate.steps} denoising steps, "
                   "as flashctl animate)")
-    preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
+    with accelerator.autocast():  # frozen weights may be in the mixed-precision dtype
+        preview = _preview(model, clips[0], prompt_emb, config, torch.Generator().manual_seed(settings.seed))
     trackers.log_preview(preview, frames[0], float(meta.get("fps", prep.fps)), step=total + len(decoder_losses))
     weights = model.motion_record(action=action, prompt=manifest.prompt, frames=clips.shape[1],
                                   size=clips.shape[-1], fps=float(meta.get("fps", prep.fps)))
@@ -298,6 +314,12 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     seconds = time.perf_counter() - t0
     reporter.note(f"saved motion '{action}' to {library.weights_dir(action)} ({total} steps, {seconds:.1f}s)")
     return TrainResult(action, total, final_loss, seconds, library.weights_dir(action))
+
+
+def _autocast(accelerator: Any, measure: Callable[[], float]) -> float:
+    """``measure()`` under the run's mixed-precision autocast (frozen weights may be in its dtype)."""
+    with accelerator.autocast():
+        return measure()
 
 
 def _average_gradients(params: list[Any], accelerator: Any) -> None:

@@ -48,13 +48,16 @@ LORA_TARGETS = [
 class AnimateDiffBackbone(LatentVideoBackbone):
     name = "animatediff"
     lora_targets = LORA_TARGETS
+    # train's gradient checkpointing wraps these whole (diffusers' own skips motion modules and the spatial
+    # transformers' norm and projections): flashctl.model.checkpointing
+    checkpoint_modules = r".*\.(attentions|motion_modules)\.\d+"
 
     def __init__(self, components: Components, options: AnimateDiffOptions, device: str, dtype: torch.dtype) -> None:
         self.options = options
         self.base_id, self._content = components.base_id, components.content
         self._unet2d_config = public_config(components.unet2d.config)
         self._adapter_config = public_config(components.adapter.config)
-        self.unet = UNetMotionModel.from_unet2d(components.unet2d, components.adapter)
+        self.unet = motion_unet(components.unet2d, components.adapter)
         self.vae, self.text_encoder, self.tokenizer = components.vae, components.text_encoder, components.tokenizer
         freeze((self.unet, self.vae, self.text_encoder), device, dtype)
         self.spatial_attention, self.temporal_attention = split_attention(self.unet, TEMPORAL_ATTN)
@@ -122,6 +125,18 @@ class AnimateDiffBackbone(LatentVideoBackbone):
         record = {"target": self.options.target, "prediction_type": self.options.prediction_type}
         (path / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         return path
+
+
+def motion_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter) -> UNetMotionModel:
+    """The UNetMotionModel of ``unet2d`` + ``adapter``, holding their very tensors: built on the meta device and
+    assigned, so loading holds one copy of the weights (``UNetMotionModel.from_unet2d`` initialises a second one
+    at random, then copies into it)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # parameters on "meta": no memory, no random init
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)
+    unet.load_state_dict({**unet2d.state_dict(), **adapter.state_dict()}, strict=True, assign=True)
+    return unet
 
 
 def build_backbone(options: AnimateDiffOptions, ctx: Any) -> AnimateDiffBackbone:

@@ -47,6 +47,9 @@ LORA_TARGETS = [
 class SVDBackbone(LatentVideoBackbone):
     name = "svd"
     lora_targets = LORA_TARGETS
+    # train's gradient checkpointing wraps the spatio-temporal transformers whole (diffusers' own skips their
+    # temporal blocks, where the LoRA trains): flashctl.model.checkpointing
+    checkpoint_modules = r".*\.attentions\.\d+"
 
     def __init__(self, components: Components, options: SVDOptions, device: str, dtype: torch.dtype) -> None:
         self.options = options
