@@ -61,12 +61,16 @@ class Animator:
         return tensor_to_frames(video[0].float().cpu())
 
 
-def load_animator(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, reporter: Reporter = NullReporter()) -> Animator:
-    """Build the configured backbone (``[runtime]`` applied), check the motion fits it, load its LoRA and decoder."""
+def load_animator(config: FlashConfig, library: MotionLibrary, action: str, host: PluginHost, reporter: Reporter = NullReporter(),
+                  version: Path | None = None) -> Animator:
+    """Build the configured backbone (``[runtime]`` applied), check the motion fits it, load its LoRA and decoder.
+
+    ``version``: the motion version folder to load (default: the live one, resolved once here).
+    """
     from ..model.motion_model import MotionModel
 
     library.require(action)
-    version = library.version_dir(action)  # resolved once: every file below comes from the same save
+    version = library.version_dir(action) if version is None else Path(version)  # every file from the same save
     weights_dir = version / "weights"
     if not (weights_dir / CONFIG_FILE).is_file():
         raise MotionNotTrainedError(f"motion '{action}' has no weights yet (no {weights_dir / CONFIG_FILE})",
@@ -135,7 +139,9 @@ def animate(config: FlashConfig, library: MotionLibrary, action: str, images: li
                                    if shard.main else None)  # one process picks every free name
     for note in notes:
         reporter.note(note, level="warning")
-    animator = load_animator(config, library, action, host, reporter) if mine else None
+    library.require(action)
+    version = shard.broadcast(library.version_dir(action) if shard.main else None)  # every process: the same save
+    animator = load_animator(config, library, action, host, reporter, version) if mine else None
     seed = config.animate.seed if seed is None else seed
     results: list[tuple[int, AnimateResult]] = []
     reporter.start("animate (denoising steps)", total=len(mine) * config.animate.steps)

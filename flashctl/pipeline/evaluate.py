@@ -149,24 +149,15 @@ def scored_weights(version: Path) -> dict[str, Any]:
             "files": files, "lora_sha256": files.get(f"weights/{lora}"), "decoder_sha256": files.get(f"weights/{decoder}")}
 
 
-def _loaded_weights(library: MotionLibrary, action: str, animator: Any, load: Callable[[], Any],
-                    reporter: Reporter) -> tuple[Any, dict[str, Any] | None]:
-    """``(animator, scored_weights of the version it holds)``; None for an animator not loaded from the library.
-
-    The version is resolved before and after loading: a save in between cannot pass unnoticed.
-    """
+def _loaded_weights(version: Path, animator: Any, load: Callable[[], Any]) -> tuple[Any, dict[str, Any] | None]:
+    """``(animator, scored_weights of version)``: ``load()`` loads that version folder (never changed after its
+    save, so a save meanwhile cannot mix versions); None for an animator not loaded from the library."""
     from .animate import Animator
 
     if animator is not None and not isinstance(animator, Animator):
         return animator, None  # a stand-in (tests, the frozen baseline): no motion weights
-    before = library.version_dir(action)
     animator = load() if animator is None else animator
-    after = library.version_dir(action)
-    if before != after:
-        reporter.note(f"eval: '{action}' was saved again while its weights loaded; metrics.json records no "
-                      "weights hash (run eval again to tie the scores to a version)", level="warning")
-        return animator, None
-    return animator, scored_weights(after) if (after / "weights" / "config.json").is_file() else None
+    return animator, scored_weights(version) if (version / "weights" / "config.json").is_file() else None
 
 
 def _json_safe(value: Any) -> Any:
@@ -208,9 +199,10 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     from .animate import load_animator
 
     mine = shard.take(len(samples))
-    animator, weights = _loaded_weights(library, action, animator,  # a process with no share loads nothing
-                                        lambda: load_animator(config, library, action, host, reporter),
-                                        reporter) if mine else (animator, None)
+    version = shard.broadcast(library.version_dir(action) if shard.main else None)  # every process: the same save
+    animator, weights = _loaded_weights(version, animator,  # a process with no share loads nothing
+                                        lambda: load_animator(config, library, action, host, reporter, version)
+                                        ) if mine else (animator, None)
     seed = config.animate.seed
     prompt = library.manifest(action).prompt
     scored = _score_share(animator, [(i, *samples[i]) for i in mine], seed, prompt,
