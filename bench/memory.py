@@ -193,6 +193,33 @@ def run_point(backbone: str, folder: Path | None, size: int, variant: str, devic
             "torch": torch.__version__}
 
 
+def run_load(backbone: str, folder: Path, how: str) -> dict[str, Any]:
+    """Build the backbone from ``folder`` as ``train`` does; peak RSS while loading vs the model it holds.
+
+    ``how``: ``meta`` (flashctl's motion U-Net, built on meta and assigned the loaded tensors) or ``from_unet2d``
+    (diffusers' ``UNetMotionModel.from_unet2d``, which initialises a second U-Net and copies into it).
+    """
+    import torch
+    from flashctl.context import BuildContext
+    from flashctl.plugins import build_host
+    from memory_tracker import peak_rss_bytes, static_bytes
+
+    if how == "from_unet2d":
+        from diffusers import UNetMotionModel
+        from flashctl_animatediff import backbone as plugin
+
+        plugin.motion_unet = UNetMotionModel.from_unet2d
+    host = build_host()
+    before = peak_rss_bytes()
+    model = host.registry.create("backbone", backbone, backbone_options(backbone, folder), BuildContext())
+    peak = peak_rss_bytes()
+    modules = {n: getattr(model, n) for n in ("unet", "vae", "text_encoder", "image_encoder") if hasattr(model, n)}
+    steady = static_bytes(modules)["total"]
+    rss_now = int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+    return {"backbone": backbone, "load": how, "rss_before": before, "peak_rss": peak, "rss_after": rss_now,
+            "model_bytes": steady, "peak_over_model": round((peak - before) / steady, 3), "torch": torch.__version__}
+
+
 def _backbone_classes() -> list[Any]:
     from flashctl_animatediff.backbone import AnimateDiffBackbone
     from flashctl_svd.backbone import SVDBackbone
@@ -201,39 +228,51 @@ def _backbone_classes() -> list[Any]:
 
 
 def step_phase(point: dict[str, Any]) -> dict[str, Any]:
-    return next(p for p in point["phases"] if "LoRA" in p["phase"])
+    return next(p for p in point["phases"] if "training steps" in p["phase"])
 
 
-def fit_line(points: list[dict[str, Any]], key: str = "above_start") -> tuple[float, float]:
-    """Least-squares ``bytes = a + b * tokens`` over ``points``' LoRA-step phase."""
-    xs = [p["tokens"] for p in points]
-    ys = [step_phase(p)[key] for p in points]
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b * x``; one point gives ``b = 0``."""
     n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if n > 1 and var else 0.0
     return my - b * mx, b
 
 
+def fit_phase(point: dict[str, Any]) -> dict[str, Any] | None:
+    return next((q for q in point["phases"] if "decoder" in q["phase"]), None)
+
+
 def table(points: list[dict[str, Any]]) -> str:
-    """Markdown: per point the measured bytes; per variant the slope and the extrapolations."""
+    """Markdown: per point the measured bytes; per variant the fitted slopes and the extrapolations.
+
+    The LoRA step is fitted per latent token; the decoder fit per output pixel (each fitting step decodes
+    ``batch_frames`` frames at the clip size).
+    """
     rows = ["| variant | px | tokens | static MB (weights) | LoRA step MB above static | decoder fit MB | "
             "peak RSS MB | CUDA peak MB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in points:
-        step = step_phase(p)
-        fit = next((q for q in p["phases"] if "decoder" in q["phase"]), None)
+        step, fit = step_phase(p), fit_phase(p)
         fit_mb = f"{fit['above_start'] / MB:.1f}" if fit else "–"
         cuda = f"{step['cuda_peak'] / MB:.0f}" if step.get("cuda_peak") else "–"
         rows.append(f"| {p['variant']} | {p['size']} | {p['tokens']} | {p['static']['total'] / MB:.0f} | "
                     f"{step['above_start'] / MB:.1f} | {fit_mb} | {p['peak_rss'] / MB:.0f} | {cuda} |")
-    rows += ["", "| variant | points | slope MB/token | intercept MB | static MB | est. 256x256x16 GB | "
-                 "est. 512x512x16 GB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows += ["", "| variant | points | step MB/token | step intercept MB | static MB | fit MB/kpx | "
+                 "256x256x16 GB: step / fit | 512x512x16 GB: step / fit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for variant in dict.fromkeys(p["variant"] for p in points):
         group = [p for p in points if p["variant"] == variant]
-        a, b = fit_line(group)
+        a, b = fit_line([p["tokens"] for p in group], [step_phase(p)["above_start"] for p in group])
+        fits = [p for p in group if fit_phase(p)]
+        fa, fb = fit_line([p["size"] ** 2 for p in fits], [fit_phase(p)["above_start"] for p in fits]) if fits \
+            else (0.0, 0.0)
         static = group[-1]["static"]["total"]
-        est = {s: (static + a + b * 2 * FRAMES * (s // 8) ** 2) / 2**30 for s in (256, 512)}
-        rows.append(f"| {variant} | {len(group)} | {b / MB:.4f} | {a / MB:.1f} | {static / MB:.0f} | "
-                    f"{est[256]:.1f} | {est[512]:.1f} |")
+        est = {s: [(static + a + b * 2 * FRAMES * (s // 8) ** 2) / 2**30,
+                   (static + fa + fb * s * s) / 2**30 if fits else None] for s in (256, 512)}
+        shown = {s: f"{v[0]:.1f} / " + (f"{v[1]:.1f}" if v[1] is not None else "–") for s, v in est.items()}
+        fit_slope = f"{fb * 1000 / MB:.3f}" if fits else "–"
+        rows.append(f"| {variant} | {len(group)} | {b / MB:.4f} | {a / MB:.1f} | {static / MB:.0f} | {fit_slope} | "
+                    f"{shown[256]} | {shown[512]} |")
     return "\n".join(rows)
 
 
@@ -247,43 +286,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, help="random full-size weights saved here, built if missing (kept)")
     parser.add_argument("--threads", type=int, default=1, help="runtime.threads of every point (0 = torch's)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--table", type=Path, nargs="+", help="only print the table of these saved results")
+    parser.add_argument("--load", nargs="+", choices=["meta", "from_unet2d"],
+                        help="instead: peak RSS while loading the full-size folder, each way in a fresh process")
     parser.add_argument("--point", nargs=4, metavar=("FOLDER", "SIZE", "VARIANT", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.table:
+        print(table([p for path in args.table for p in json.loads(path.read_text())]))
+        return 0
     if args.point:  # a child: one point, one JSON line
         folder, size, variant, device = args.point
-        result = run_point(args.backbone, None if folder == "-" else Path(folder), int(size), variant, device,
-                           args.threads)
+        if variant in ("meta", "from_unet2d"):
+            result = run_load(args.backbone, Path(folder), variant)
+        else:
+            result = run_point(args.backbone, None if folder == "-" else Path(folder), int(size), variant, device,
+                               args.threads)
         print("POINT " + json.dumps(result))
         return 0
     tmp = None if args.tiny or args.folder else Path(tempfile.mkdtemp(prefix=f"flashctl-{args.backbone}-"))
-    folder = None if args.tiny else args.folder or build_folder(args.backbone, tmp)
+    folder = None if args.tiny else args.folder or tmp
     if folder is not None and not (folder / "unet").is_dir():
         build_folder(args.backbone, folder)
-    out = args.out or RESULTS / f"memory-{args.backbone}{'-tiny' if args.tiny else ''}.json"
+    kind = "load" if args.load else "memory"
+    out = args.out or RESULTS / f"{kind}-{args.backbone}{'-tiny' if args.tiny else ''}.json"
+    jobs = [(how, 0) for how in args.load] if args.load else [(v, s) for v in args.variants for s in args.sizes]
     points = []
     try:
-        for variant in args.variants:
-            for size in args.sizes:
-                child = subprocess.run([sys.executable, __file__, "--backbone", args.backbone, "--threads",
-                                        str(args.threads), "--point", str(folder or "-"), str(size), variant,
-                                        args.device],
-                                       capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-                line = next((ln for ln in child.stdout.splitlines() if ln.startswith("POINT ")), None)
-                if child.returncode or line is None:
-                    print(child.stderr[-3000:], file=sys.stderr)
-                    return 1
-                points.append(json.loads(line[6:]))
-                step = step_phase(points[-1])
-                print(f"{variant} {size}px: LoRA step {step['above_start'] / MB:.1f} MB above static "
-                      f"{points[-1]['static']['total'] / MB:.0f} MB, {step['seconds']} s", flush=True)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(points, indent=1) + "\n")
+        for variant, size in jobs:
+            points.append(child(args, folder, size, variant))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(points, indent=1) + "\n")
+            p = points[-1]
+            print(f"{variant}: load peak {(p['peak_rss'] - p['rss_before']) / MB:.0f} MB for a "
+                  f"{p['model_bytes'] / MB:.0f} MB model ({p['peak_over_model']}x)" if args.load else
+                  f"{variant} {size}px: LoRA step {step_phase(p)['above_start'] / MB:.1f} MB above static "
+                  f"{p['static']['total'] / MB:.0f} MB, {step_phase(p)['seconds']} s", flush=True)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(table(points))
+    if not args.load:
+        print(table(points))
     print(f"wrote {out}")
     return 0
+
+
+def child(args: argparse.Namespace, folder: Path | None, size: int, variant: str) -> dict[str, Any]:
+    """One point in a fresh process (its own peak RSS); its JSON result."""
+    run = subprocess.run([sys.executable, __file__, "--backbone", args.backbone, "--threads", str(args.threads),
+                          "--point", str(folder or "-"), str(size), variant, args.device],
+                         capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("POINT ")), None)
+    if run.returncode or line is None:
+        sys.exit(f"point {variant} {size}px failed:\n{run.stderr[-3000:]}")
+    return json.loads(line[6:])
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor) and leaf.device.type != "meta":
+        inputs = {_address(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for leaf in tree_leaves(out):  # a view or an in-place result shares an input's storage: not new memory
+            if isinstance(leaf, torch.Tensor) and leaf.device.type != "meta" and _address(leaf) not in inputs:
                 self._track(leaf.untyped_storage())
         return out
 
@@ -54,6 +55,10 @@ class LiveBytes(TorchDispatchMode):
 
     def reset_peak(self) -> None:
         self.peak = self.current
+
+
+def _address(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr() if tensor.device.type != "meta" else -1
 
 
 def static_bytes(modules: dict[str, torch.nn.Module]) -> dict[str, int]:
@@ -82,7 +87,7 @@ class PhaseReporter(NullReporter):
         self.tracker, self.cuda = tracker, device.startswith("cuda")
         self.phases: list[dict[str, Any]] = []
         self.notes: list[str] = []
-        self._begin("setup (load, encode, LoRA)")
+        self._begin("setup (load, encode, add the motion)")
 
     def _begin(self, name: str) -> None:
         self._end()

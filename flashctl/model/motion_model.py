@@ -98,7 +98,7 @@ class MotionModel:
         from .checkpointing import checkpoint_modules, uncheckpoint_modules
 
         vae_decoder = getattr(self.backbone.vae, "decoder", None)
-        wrapped = checkpoint_modules(vae_decoder, r"up_blocks\.\d+") if checkpointing and vae_decoder is not None else []
+        wrapped = checkpoint_modules(vae_decoder, r"up_blocks\.\d+") if checkpointing and vae_decoder else []
         try:
             with torch.autocast(self.backbone.device.type, dtype=torch.bfloat16, enabled=autocast):
                 losses = self.decoder.fit(clips, seed=seed, reporter=reporter)

@@ -40,10 +40,11 @@ def resolve_memory(settings: TrainSection, config: FlashConfig) -> TrainSection:
     Re-validated, so an explicit ``frozen_dtype = "mixed"`` whose precision resolves to ``"no"`` is refused.
     """
     real = real_weights(config)
+    checkpointing = settings.gradient_checkpointing
     precision = settings.mixed_precision if settings.mixed_precision != "auto" else ("bf16" if real else "no")
     update = {
         "mixed_precision": precision,
-        "gradient_checkpointing": real if settings.gradient_checkpointing == "auto" else settings.gradient_checkpointing,
+        "gradient_checkpointing": real if checkpointing == "auto" else checkpointing,
         "frozen_dtype": settings.frozen_dtype if settings.frozen_dtype != "auto" else
         ("mixed" if precision != "no" else "float32"),
         "augment_bank": (REAL_BANK if real else 0) if settings.augment_bank == "auto" else settings.augment_bank,
