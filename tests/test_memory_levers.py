@@ -226,3 +226,15 @@ def test_svd_trains_with_the_low_memory_settings(tmp_path, host):
     library = make_action(config)
     train(config, library, "slide", host, steps=1)
     assert library.provenance("slide")["train"]["frozen_dtype"] == "mixed"
+
+
+def test_a_vae_that_compresses_time_encodes_bank_copies_whole(host):
+    """Wan's VAE packs 4 frames into one latent frame: its clips and bank copies are encoded whole, never a
+    frame at a time (which would give one latent frame per video frame)."""
+    wan = host.registry.create("backbone", "wan", {}, BuildContext())
+    clips = torch.rand(1, 5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (N, 4k+1, 3, S, S)
+    whole = wan.encode_video(clips)  # (1, 2, c, h, w)
+    assert whole.shape[1] == wan.latent_frames(5) == 2
+    torch.testing.assert_close(encode_frames(wan, clips), whole)
+    bank = augmented_bank(clips, [("same", lambda clip, g: clip)], 1, torch.Generator(), wan)  # (N, 1, F', c, h, w)
+    torch.testing.assert_close(bank[:, 0], whole)

@@ -80,14 +80,17 @@ def encode_clip(backbone: Any, video: torch.Tensor) -> torch.Tensor:
 
 
 def encode_frames(backbone: Any, video: torch.Tensor) -> torch.Tensor:
-    """``(B, F, 3, S, S)`` -> ``(B, F, c, h, w)`` latents, one frame per VAE call (any VAE: SVD's has no slicing)."""
+    """``(B, F, 3, S, S)`` -> ``(B, F', c, h, w)`` latents, one frame per VAE call (any image VAE: SVD's has no
+    slicing). A VAE that compresses time (a backbone with ``latent_frames``, e.g. Wan's) gets the clip whole."""
+    if getattr(backbone, "latent_frames", None) is not None:
+        return backbone.encode_video(video)
     return torch.cat([backbone.encode_video(video[:, f:f + 1]) for f in range(video.shape[1])], dim=1)
 
 
 def augmented_bank(clips: torch.Tensor, augmentations: list[tuple[str, Callable]], copies: int,
                    generator: torch.Generator, backbone: Any) -> torch.Tensor:
     """``copies`` augmented copies of each of the ``(N, F, 3, S, S)`` clips, one augmentation drawn per copy,
-    encoded one frame at a time -> ``(N, copies, F, c, h, w)`` latents on the CPU."""
+    encoded by :func:`encode_frames` -> ``(N, copies, F', c, h, w)`` latents on the CPU."""
     bank = []
     for clip in clips:
         picks = torch.randint(len(augmentations), (copies,), generator=generator).tolist()
