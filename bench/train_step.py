@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,15 +68,29 @@ def _clips(n: int, frames: int, size: int) -> np.ndarray:
     return clips
 
 
+def timed_train(config: Any, clips: np.ndarray, steps: int, warmup: int) -> list[float]:
+    """``train()`` of a motion of ``clips`` ``(N, F, S, S, 3)`` uint8 in ``config``'s library for ``warmup + steps``
+    steps -> the seconds of each step after the warm-up."""
+    from flashctl.library import MotionLibrary
+    from flashctl.manifest import ClipEntry, MotionManifest
+    from flashctl.pipeline.train import train
+    from flashctl.plugins import build_host
+
+    library = MotionLibrary(config.library_path())
+    entries = [ClipEntry(file=f"clips/c{i}.mp4", sha256=hashlib.sha256(b"%d" % i).hexdigest())
+               for i in range(len(clips))]
+    library.write_manifest("bench", MotionManifest(name="bench", prompt="a square slides right", clips=entries))
+    library.save_frames("bench", clips, {"frames": clips.shape[1], "fps": 8.0, "size": clips.shape[2], "start": 0.0})
+    clock = StepClock()
+    train(config, library, "bench", build_host(), reporter=clock, steps=warmup + steps)
+    return [round(float(s), 4) for s in np.diff(clock.stamps)[warmup:]]
+
+
 def run_one(variant: str, args: argparse.Namespace) -> dict:
     """Train one variant in this process; returns its step times and peak RSS."""
     import torch
 
     from flashctl.config import FlashConfig
-    from flashctl.library import MotionLibrary
-    from flashctl.manifest import ClipEntry, MotionManifest
-    from flashctl.pipeline.train import train
-    from flashctl.plugins import build_host
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,16 +104,8 @@ def run_one(variant: str, args: argparse.Namespace) -> dict:
             "animate": {"steps": 1, "formats": ["gif"]},
             "runtime": {"vae_slicing": not args.no_vae_slicing},
         })
-        library = MotionLibrary(config.library_path())
-        entries = [ClipEntry(file=f"clips/c{i}.mp4", sha256=hashlib.sha256(b"%d" % i).hexdigest())
-                   for i in range(args.library_clips)]
-        library.write_manifest("bench", MotionManifest(name="bench", prompt="a square slides right", clips=entries))
-        library.save_frames("bench", _clips(args.library_clips, args.frames, args.size),
-                            {"frames": args.frames, "fps": 8.0, "size": args.size, "start": 0.0})
-        clock = StepClock()
-        train(config, library, "bench", build_host(), reporter=clock, steps=args.warmup + args.steps)
-    steps = np.diff(clock.stamps)[args.warmup:]
-    return {"variant": variant, "batch_size": batch, "step_s": [round(float(s), 4) for s in steps],
+        steps = timed_train(config, _clips(args.library_clips, args.frames, args.size), args.steps, args.warmup)
+    return {"variant": variant, "batch_size": batch, "step_s": steps,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "threads": torch.get_num_threads()}
 

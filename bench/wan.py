@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import resource
@@ -50,7 +49,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from train_step import StepClock, _clips
+from train_step import _clips, timed_train
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "a person waves"
@@ -175,29 +174,15 @@ def train_one(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """``train()`` one variant in this process; its step times, peak RSS and the load meanwhile."""
     import torch
 
-    from flashctl.library import MotionLibrary
-    from flashctl.manifest import ClipEntry, MotionManifest
-    from flashctl.pipeline.train import train
-    from flashctl.plugins import build_host
-
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = args.clips if variant.startswith("#1") else args.clips // 2
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        config = wan_config(args, source=str(root / "flashctl.toml"),
+        config = wan_config(args, source=str(Path(tmp) / "flashctl.toml"),
                             train={**VARIANTS[variant], "batch_size": batch, "lr": 1e-4},
                             animate={"steps": 1, "scheduler": "euler", "formats": ["gif"]})
-        library = MotionLibrary(config.library_path())
-        entries = [ClipEntry(file=f"clips/c{i}.mp4", sha256=hashlib.sha256(b"%d" % i).hexdigest())
-                   for i in range(args.clips)]
-        library.write_manifest("bench", MotionManifest(name="bench", prompt="a square slides right", clips=entries))
-        library.save_frames("bench", _clips(args.clips, args.frames, args.size),
-                            {"frames": args.frames, "fps": 8.0, "size": args.size, "start": 0.0})
-        clock = StepClock()
-        train(config, library, "bench", build_host(), reporter=clock, steps=args.warmup + args.steps)
-    steps = np.diff(clock.stamps)[args.warmup:]
-    return {"variant": variant, "step_s": [round(float(s), 4) for s in steps],
+        steps = timed_train(config, _clips(args.clips, args.frames, args.size), args.steps, args.warmup)
+    return {"variant": variant, "step_s": steps,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "load1": round(os.getloadavg()[0], 2)}
 
