@@ -73,7 +73,8 @@ class MamSection(Section):
     motion_align: bool = Field(False, description="align motion in temporal attention: the augmented copy keeps its "
                                                   "appearance and takes the original's motion")
     correspondence_align: bool = Field(False, description="align correspondences: the original's cross-frame "
-                                                          "attention aggregates the augmented copy's values")
+                                                          "attention (wan: its 3-D attn1) aggregates the augmented "
+                                                          "copy's values")
     donor_grad: bool = Field(True, description="gradients flow through the original clip's donated features")
     lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
     lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
@@ -195,7 +196,8 @@ class TrainSection(Section):
 
 class AnimateSection(Section):
     steps: int = Field(20, ge=1, description="denoising steps")
-    scheduler: Literal["ddim", "euler", "dpm++"] = Field("ddim", description="diffusers sampler")
+    scheduler: Literal["ddim", "euler", "dpm++", "unipc"] = Field(
+        "ddim", description="diffusers sampler: ddim, euler, dpm++ (diffusion backbones); euler, unipc (flow matching: wan)")
     guidance_scale: float = Field(4.0, ge=0, description="classifier-free guidance on the action prompt; 1 = off")
     negative_prompt: str = Field("", description="used when guidance_scale > 1")
     seed: int = Field(0, description="same seed, same video")

@@ -47,10 +47,11 @@ def test_flow_matching_interpolates_and_its_velocity_leads_from_data_to_noise():
     assert (shifted >= plain).all() and (shifted < 1000).all()  # shift moves training towards noise
 
 
-def test_flow_matching_sampler_with_the_exact_velocity_lands_on_the_data():
-    objective = FlowMatchingObjective()
+@pytest.mark.parametrize("name", ["euler", "unipc"])
+def test_flow_matching_sampler_with_the_exact_velocity_lands_on_the_data(name):
+    objective = FlowMatchingObjective(shift=3.0)
     x, noise = _latents(), _latents(1)
-    sampler = objective.sampler("euler")
+    sampler = objective.sampler(name)
     sampler.set_timesteps(4)
     latents = noise * sampler.init_noise_sigma
     for t in sampler.timesteps:
@@ -58,6 +59,7 @@ def test_flow_matching_sampler_with_the_exact_velocity_lands_on_the_data():
     torch.testing.assert_close(latents, x, atol=1e-4, rtol=0)
     start = objective.start(sampler, x, noise)  # the reference noised to the first step
     s = sampler.sigmas[0]
+    assert 0.5 < s <= 1  # shifted towards noise
     torch.testing.assert_close(start, (1 - s) * x + s * noise)
 
 

@@ -8,7 +8,7 @@ An objective belongs to its backbone (``backbone.objective``); the training loss
   ``schedule.py`` says why that is the same thing).
 * :class:`FlowMatchingObjective`: rectified flow, ``x_s = (1 - s) x0 + s eps`` predicting the
   velocity ``eps - x0`` (the DiT video models: Wan, LTX, HunyuanVideo), sampled with diffusers'
-  flow-matching Euler scheduler.
+  flow-matching Euler scheduler or, as Wan's own pipelines sample, UniPC on flow sigmas (``unipc``).
 
 Latents are ``(B, F, c, h, w)``; timesteps ``(B,)``, one per video, in the units the denoiser is
 conditioned on.
@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       FlowMatchEulerDiscreteScheduler)
+                       FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler)
 
 from ..errors import ConfigError
 
@@ -118,12 +118,23 @@ class FlowMatchEuler(FlowMatchEulerDiscreteScheduler):
         return sample
 
 
+class FlowUniPC(UniPCMultistepScheduler):
+    """diffusers' UniPC on flow sigmas, taking the ``generator`` the other samplers' ``step`` takes (it draws no noise)."""
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, generator: Any = None,
+             **kwargs: Any) -> Any:
+        return super().step(model_output, timestep, sample, **kwargs)
+
+
 class FlowMatchingObjective:
     """Rectified flow: ``x_s = (1 - s) x0 + s eps``, velocity target ``eps - x0``, ``s`` = timestep / T.
 
     ``shift`` (as the DiT models use it) moves the training draw and the sampler's steps towards high
-    noise: ``s' = shift s / (1 + (shift - 1) s)``. Only the ``euler`` sampler exists for it.
+    noise: ``s' = shift s / (1 + (shift - 1) s)``. Samplers: ``euler`` (diffusers' flow-matching Euler) and
+    ``unipc`` (UniPC on flow sigmas with the same shift: the scheduler Wan's diffusers pipelines ship with).
     """
+
+    SAMPLERS = ("euler", "unipc")
 
     name = "flow-matching"
 
@@ -151,9 +162,14 @@ class FlowMatchingObjective:
         return torch.ones(timesteps.shape[0], device=timesteps.device)
 
     def sampler(self, name: str) -> Any:
-        if name != "euler":
-            raise _unknown_sampler(name, ["euler"])
+        if name not in self.SAMPLERS:
+            raise _unknown_sampler(name, list(self.SAMPLERS))
+        if name == "unipc":
+            return FlowUniPC(num_train_timesteps=self.num_train_timesteps, prediction_type="flow_prediction",
+                             use_flow_sigmas=True, flow_shift=self.shift)
         return FlowMatchEuler(num_train_timesteps=self.num_train_timesteps, shift=self.shift)
 
     def start(self, sampler: Any, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return sampler.scale_noise(latents, sampler.timesteps[:1], noise)
+        """``latents`` noised to the sampler's first step, at its exact first sigma (UniPC rounds its timesteps)."""
+        s = sampler.sigmas[0].to(latents.device, latents.dtype)
+        return (1 - s) * latents + s * noise
