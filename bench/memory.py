@@ -215,9 +215,14 @@ def run_load(backbone: str, folder: Path, how: str) -> dict[str, Any]:
     peak = peak_rss_bytes()
     modules = {n: getattr(model, n) for n in ("unet", "vae", "text_encoder", "image_encoder") if hasattr(model, n)}
     steady = static_bytes(modules)["total"]
-    rss_now = int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-    return {"backbone": backbone, "load": how, "rss_before": before, "peak_rss": peak, "rss_after": rss_now,
-            "model_bytes": steady, "peak_over_model": round((peak - before) / steady, 3), "torch": torch.__version__}
+    with torch.no_grad():  # read one value per 4 KiB page of every weight: all of the model resident, as in use
+        for module in modules.values():
+            for t in [*module.parameters(), *module.buffers()]:
+                t.reshape(-1)[::4096 // t.element_size()].sum()
+    resident = int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+    return {"backbone": backbone, "load": how, "rss_before": before, "peak_rss": peak, "model_bytes": steady,
+            "peak_over_model": round((peak - before) / steady, 3), "rss_in_use": resident,
+            "peak_in_use_over_model": round((peak_rss_bytes() - before) / steady, 3), "torch": torch.__version__}
 
 
 def _backbone_classes() -> list[Any]:
@@ -318,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps(points, indent=1) + "\n")
             p = points[-1]
             print(f"{variant}: load peak {(p['peak_rss'] - p['rss_before']) / MB:.0f} MB for a "
-                  f"{p['model_bytes'] / MB:.0f} MB model ({p['peak_over_model']}x)" if args.load else
+                  f"{p['model_bytes'] / MB:.0f} MB model ({p['peak_over_model']}x; all weights read: "
+                  f"{p['peak_in_use_over_model']}x)" if args.load else
                   f"{variant} {size}px: LoRA step {step_phase(p)['above_start'] / MB:.1f} MB above static "
                   f"{p['static']['total'] / MB:.0f} MB, {step_phase(p)['seconds']} s", flush=True)
     finally:
