@@ -247,3 +247,17 @@ def test_train_fits_and_animate_uses_the_wan_ded_through_the_cli(tmp_path, capsy
         assert info.frames == F and (info.width, info.height) == (32, 32)
         sheets[decoder] = next(out.glob("*_sheet.png")).read_bytes()
     assert sheets["detail-enhance"] != sheets["vae"]  # the fitted layers decode differently
+
+
+def test_checkpointing_leaves_the_causal_up_blocks_alone_and_the_fit_runs(host, backbone):
+    """The real presets' fit asks for checkpointed up blocks; Wan's update their frame cache in place, so a rerun
+    in backward would read the wrong state: the injector says so and the fit runs as without checkpointing."""
+    from flashctl.model.motion_model import MotionModel
+
+    def fit(checkpointing: bool) -> list[float]:
+        torch.manual_seed(0)  # the same injections every time
+        model = MotionModel(backbone, _decoder(host, backbone, train_steps=2), {})
+        return model.fit_decoder(_clips(2, 5), seed=0, checkpointing=checkpointing)
+
+    assert _decoder(host, backbone).injector.recomputable is False
+    assert fit(True) == fit(False)

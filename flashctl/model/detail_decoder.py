@@ -64,6 +64,7 @@ class VaeInjector(Protocol):
 
     up_blocks: int  # decoder up blocks, 0 = lowest resolution
     spatial_factor: int  # image pixels per latent pixel
+    recomputable: bool  # the up blocks are pure functions of their inputs: gradient checkpointing may rerun them
 
     def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) still image in [-1, 1] -> [(B, c_i, h_i, w_i)]: after conv_in, each down block, the mid block."""
@@ -85,6 +86,7 @@ class KLInjector:
         self.vae = vae
         self.up_blocks = len(vae.decoder.up_blocks)
         self.spatial_factor = 2 ** (self.up_blocks - 1)
+        self.recomputable = True
 
     def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         enc = self.vae.encoder

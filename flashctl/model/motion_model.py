@@ -93,12 +93,15 @@ class MotionModel:
         """Fit the decoder's per-motion layers on ``(N, F, 3, H, W)`` clips in [-1, 1]; returns the loss history.
 
         ``autocast``: under bfloat16 autocast (the trained layers and their AdamW state stay in the VAE's
-        dtype). ``checkpointing``: the VAE decoder's up blocks keep only their inputs and recompute in backward.
+        dtype). ``checkpointing``: the VAE decoder's up blocks keep only their inputs and recompute in backward
+        (where the decoder's injector says they are ``recomputable``; Wan's causal blocks are not).
         """
         from .checkpointing import checkpoint_modules, uncheckpoint_modules
 
         vae_decoder = getattr(self.backbone.vae, "decoder", None)
-        wrapped = checkpoint_modules(vae_decoder, r"up_blocks\.\d+") if checkpointing and vae_decoder else []
+        injector = getattr(self.decoder, "injector", None)  # a VAE whose blocks keep state is not recomputed
+        checkpointing = checkpointing and vae_decoder is not None and getattr(injector, "recomputable", False)
+        wrapped = checkpoint_modules(vae_decoder, r"up_blocks\.\d+") if checkpointing else []
         try:
             with torch.autocast(self.backbone.device.type, dtype=torch.bfloat16, enabled=autocast):
                 losses = self.decoder.fit(clips, seed=seed, reporter=reporter)

@@ -66,6 +66,7 @@ class WanInjector:
         self.up_blocks = len(vae.decoder.up_blocks)
         self.spatial_factor = int(vae.config.scale_factor_spatial)
         self.temporal_factor = int(vae.config.scale_factor_temporal)  # video frames per latent frame after the first
+        self.recomputable = False  # the up blocks update the causal frame cache in place: a rerun reads the wrong state
         z = vae.config.z_dim
         self._mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)  # (1, c, 1, 1, 1)
         self._std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)  # (1, c, 1, 1, 1)
