@@ -75,6 +75,17 @@ def test_cross_frame_attends_to_frame_zero_and_itself():
     torch.testing.assert_close(base[:1], AttnProcessor2_0()(attn, x[:1]))
 
 
+def test_cross_frame_projects_every_frame_once(monkeypatch):
+    """Frame 0's keys/values are gathered from the one projection of all frames, never projected again per frame."""
+    attn, proc = _attention(), CrossFrameAttnProcessor(num_frames=4)
+    rows = []
+    for name in ("to_q", "to_k", "to_v"):
+        getattr(attn, name).register_forward_hook(lambda mod, args, out, name=name: rows.append((name, args[0].shape[0])))
+    x = torch.randn(8, 10, 16)  # two videos of 4 frames: (B*F, N, C)
+    proc(attn, x)
+    assert sorted(rows) == [("to_k", 8), ("to_q", 8), ("to_v", 8)]
+
+
 def test_unet_with_one_frame_matches_stock_processors(backbone):
     latents = backbone.encode_video(_video(1)[:, :1])  # (1, 1, c, h, w)
     emb = backbone.encode_prompt(["wave"])
