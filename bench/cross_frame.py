@@ -115,7 +115,9 @@ def measure(host: Any, frames: int, size: int, steps: int, repeat: int) -> dict[
     ref = videos["flashctl"].astype(np.int16)
     for v in ("stock", "frame0_only"):
         diff = np.abs(videos[v].astype(np.int16) - ref)
-        rows[v].update(ratio_flashctl_to_this=round(rows["flashctl"]["median_s"] / rows[v]["median_s"], 3),
+        per_round = [a / b for a, b in zip(times["flashctl"], times[v])]  # same round: the load hits both alike
+        rows[v].update(ratio_flashctl_to_this=round(statistics.median(per_round), 3),
+                       ratio_spread=round(max(per_round) - min(per_round), 3),
                        mean_uint8_diff_to_flashctl=round(float(diff.mean()), 2), max_uint8_diff_to_flashctl=int(diff.max()),
                        unet_rel_diff_to_flashctl=round(float((eps[v] - eps["flashctl"]).norm() / eps["flashctl"].norm()), 4))
     return {"size": size, "frames": frames, "steps": steps, "repeat": repeat, "load1": load, **rows}
@@ -187,14 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print(f"render, {args.frames} frames, {args.steps} steps, torch threads {result['torch_threads']}; "
               f"median and spread (max-min) of {args.repeat}, variants alternated; attn = share in spatial self-attention")
-        print(f"{'px':>4} {'variant':<12} {'median s':>9} {'spread':>7} {'attn':>6} {'flashctl/x':>10} "
+        print("flashctl/x = median over rounds of flashctl's time / x's in the same round (its spread beside it)")
+        print(f"{'px':>4} {'variant':<12} {'median s':>9} {'spread':>7} {'attn':>6} {'flashctl/x':>10} {'spread':>6} "
               f"{'mean diff':>9} {'max diff':>8} {'U-Net rel':>9} {'load1':>6}")
         for row in rows:
             for v in VARIANTS:
                 r = row[v]
-                extra = (f"{r['ratio_flashctl_to_this']:>10.3f} {r['mean_uint8_diff_to_flashctl']:>9.2f} "
+                extra = (f"{r['ratio_flashctl_to_this']:>10.3f} {r['ratio_spread']:>6.3f} "
+                         f"{r['mean_uint8_diff_to_flashctl']:>9.2f} "
                          f"{r['max_uint8_diff_to_flashctl']:>8d} {r['unet_rel_diff_to_flashctl']:>9.4f}") \
-                    if v != "flashctl" else f"{'':>10} {'':>9} {'':>8} {'':>9}"
+                    if v != "flashctl" else f"{'':>10} {'':>6} {'':>9} {'':>8} {'':>9}"
                 print(f"{row['size']:>4} {v:<12} {r['median_s']:>9.3f} {r['spread_s']:>7.3f} "
                       f"{r['spatial_attn_share']:>6.3f} {extra} {row['load1']:>6.2f}")
     for layer in layers:
