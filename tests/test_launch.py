@@ -146,3 +146,24 @@ def test_resume_across_two_processes_is_bit_exact(launched, tmp_path, host):
     assert prov["replica_lora_sha256"] == straight["replica_lora_sha256"]
     ours, theirs = (load_file(str(lib.weights_dir("slide") / "lora.safetensors")) for lib in (library, launched))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+
+def test_fsdp_training_saves_the_motion_data_parallel_training_gives(launched, tmp_path):
+    """accelerate launch with docs/accelerate/fsdp.yaml on 2 CPU processes: the denoiser sharded (FSDP2 on gloo),
+    one motion saved by the main process, the same losses as the data-parallel launch to float32 rounding."""
+    library = project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASHCTL_", "ACCELERATE_", "FSDP_"))}
+    env.update(OMP_NUM_THREADS="1", HOME=str(tmp_path), HF_HOME=str(tmp_path / ".hf"), HF_HUB_OFFLINE="1")
+    yaml = Path(__file__).resolve().parents[1] / "docs" / "accelerate" / "fsdp.yaml"
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", str(yaml),
+               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(free_port()),
+               "-m", "flashctl", "train", "slide", "--steps", "2", "--set", "train.checkpoint_every=0"]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert library.is_trained("slide") and library.verify("slide") == []
+    assert len(list((library.path("slide") / ".versions").iterdir())) == 1
+    ours, theirs = library.provenance("slide"), launched.provenance("slide")
+    assert ours["num_processes"] == 2 and ours["losses"] == pytest.approx(theirs["losses"], rel=1e-6)
+    a, b = (load_file(str(lib.weights_dir("slide") / "lora.safetensors")) for lib in (library, launched))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)  # AdamW on ~0 gradients

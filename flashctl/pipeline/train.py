@@ -40,6 +40,7 @@ from ..config import TrainSection
 from ..context import context_for
 from ..errors import ConfigError, TrainingDivergedError
 from ..library import new_run_id
+from ..model import fsdp
 from ..model.motion_files import file_hashes, write_json
 from ..model_card import write_card
 from ..progress import NullReporter, Reporter
@@ -47,7 +48,7 @@ from ..trackers import TrackerRun, Trackers, check_trackers, fixed_clip_loss
 from ..validation import render_validation_error
 from .checkpoint import STATE, clear_checkpoint
 from .train_memory import apply_memory, augmented_bank, encode_clip, encode_frames, resolve_memory
-from .train_records import fingerprint, now, provenance, replica_hashes
+from .train_records import fingerprint, lora_sha256, now, provenance, replica_hashes
 from .train_resume import checkpoint_dir, resume_state, save_state
 
 if TYPE_CHECKING:
@@ -165,9 +166,14 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
 
     started, t0 = now(), time.perf_counter()
     main, rank, processes = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    if processes > 1:  # each process builds on its own device (cuda:RANK; cpu stays cpu)
-        runtime = config.runtime.model_copy(update={"device": str(accelerator.device)})
+    sharded = processes > 1 and fsdp.fsdp_requested()  # an FSDP config: the denoiser is sharded over processes
+    if sharded:
+        fsdp.check_fsdp(settings.checkpoint_every, resume)
+    if processes > 1:  # each process builds on its own device (cuda:RANK; cpu stays cpu); sharded: on the CPU,
+        runtime = config.runtime.model_copy(update={"device": str(accelerator.device)})  # shards move to the device
         config = config.model_copy(update={"runtime": runtime})
+    build_config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"device": "cpu"})}) \
+        if sharded else config
     total = steps or settings.steps
     prep = config.prepare
     library.require_clips_unchanged(action, manifest)
@@ -176,7 +182,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     torch.manual_seed(settings.seed)  # the same model and LoRA init in every process
     generator = torch.Generator().manual_seed(settings.seed + rank)  # each process draws its own clips and noise
     ctx = context_for(config, host, reporter)
-    model = MotionModel.build(config, host, ctx, training=True)
+    model = MotionModel.build(build_config, host, context_for(build_config, host, reporter) if sharded else ctx,
+                              training=True)
     model.backbone.objective.sampler(config.animate.scheduler)  # a sampler the backbone lacks fails before step 1
     backbone = model.backbone
     fit_decoder = _wants_decoder_fit(settings, model, config)
@@ -199,6 +206,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
         reporter.note(f"low memory: gradient checkpointing {'on' if settings.gradient_checkpointing else 'off'} "
                       f"({len(memory['checkpointed'])} extra modules), frozen weights {memory['frozen_dtype']}, "
                       f"mixed precision {settings.mixed_precision}, augment bank {bank}")
+    if sharded:  # the optimizer takes the sharded LoRA parameters FSDP put in place of the whole ones
+        params = fsdp.shard_backbone(backbone, accelerator.device, settings.mixed_precision)
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
     schedule = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)  # stepped per optimizer step
@@ -209,8 +218,9 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
     run_config = {**config.model_dump(mode="json"), "train": settings.model_dump(mode="json")}
     trackers.open(config, host, TrackerRun(action, run_id, runs / run_id, run_config, total), names=settings.trackers,
                   ctx=ctx, reporter=reporter, active=main)
-    probe = fixed_clip_loss(model, latents, prompt_emb, settings.seed)
-    trackers.probe("train/fixed_clip_loss", lambda: _autocast(accelerator, probe), total)
+    if not sharded:  # the probe runs on the main process alone; a sharded forward needs every process
+        probe = fixed_clip_loss(model, latents, prompt_emb, settings.seed)
+        trackers.probe("train/fixed_clip_loss", lambda: _autocast(accelerator, probe), total)
 
     untracked = settings.model_copy(update={"trackers": []})  # trackers do not change the trajectory: resume may add one
     state_id = fingerprint(config, untracked, model, manifest, frames, augmentations, processes)
@@ -259,7 +269,8 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
                              f"the saved motion was not touched")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    _average_gradients(params, accelerator)
+                    if not sharded:  # FSDP already averaged them (reduce-scatter)
+                        _average_gradients(params, accelerator)
                     optimizer.step()
                     if not optimizer.step_was_skipped:  # a mixed-precision overflow skips the step
                         schedule.step()
@@ -274,11 +285,17 @@ def _train_locked(config, library, action, host, reporter, steps, resume, manife
 
     unet.eval()
     model.unalign()  # MAM is training-only
-    replicas = replica_hashes(accelerator, backbone)
+    trained = fsdp.gather_trainable(unet) if sharded else None  # every process: the whole LoRA
+    replicas = None if sharded else replica_hashes(accelerator, backbone)
     final_loss = losses[-1] if losses else float("nan")
     if not main:
         return TrainResult(action, total, final_loss, time.perf_counter() - t0, library.weights_dir(action),
                            main_process=False)
+    if sharded:  # the preview and the save run on the main process alone, on an unsharded model
+        del unet, backbone, optimizer, params
+        model = fsdp.unsharded_model(config, host, ctx, model.lora, settings.lora_extra_targets, trained)
+        prompt_emb = prompt_emb.to(model.backbone.device)
+        replicas = [lora_sha256(model.backbone).hex()] * processes  # one model, whole in every process's view
     if fit_decoder:
         fit_steps = getattr(getattr(model.decoder, "options", None), "train_steps", None)
         reporter.note(f"phase 2/{phases}: fitting the detail decoder "

@@ -15,8 +15,8 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def replica_hashes(accelerator: Any, backbone: Any) -> list[str]:
-    """sha256 of every process's LoRA tensors, by process index (a collective); all equal while in sync."""
+def lora_sha256(backbone: Any) -> bytes:
+    """sha256 of the backbone's LoRA tensors (names and bytes, in name order)."""
     import torch
 
     from ..model.lora import lora_state_dict
@@ -25,7 +25,14 @@ def replica_hashes(accelerator: Any, backbone: Any) -> list[str]:
     for name, tensor in sorted(lora_state_dict(backbone).items()):
         digest.update(name.encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
-    mine = torch.frombuffer(bytearray(digest.digest()), dtype=torch.uint8)  # (32,)
+    return digest.digest()
+
+
+def replica_hashes(accelerator: Any, backbone: Any) -> list[str]:
+    """sha256 of every process's LoRA tensors, by process index (a collective); all equal while in sync."""
+    import torch
+
+    mine = torch.frombuffer(bytearray(lora_sha256(backbone)), dtype=torch.uint8)  # (32,)
     return [bytes(row.tolist()).hex() for row in accelerator.gather(mine[None].to(accelerator.device)).cpu()]
 
 
