@@ -10,10 +10,13 @@ are grouped by (training set, row) across folders, so seeds trained in different
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling experiment, also when loaded by path
+from ablation import load_runs  # noqa: E402
 
 COLUMNS = [("motion-track/correlation", "motion-track corr ↑"), ("keypoints/correlation", "pose corr ↑"),
            ("keypoints/gain", "pose gain →1"), ("recognised/accuracy", "recognised ↑"),
@@ -30,8 +33,7 @@ def cell(values: list[float]) -> str:
 def table(folders: list[tuple[Path, str | None]]) -> str:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for folder, label in folders:
-        for line in (folder / "runs.jsonl").read_text().splitlines():
-            record = json.loads(line)
+        for record in load_runs(folder):
             if "error" not in record:
                 set_name = "-" if record["row"] in UNTRAINED else record["appearance"]
                 groups[(set_name, label or record["row"])].append(record)

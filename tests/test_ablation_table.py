@@ -1,0 +1,43 @@
+"""experiments/ablation_table.py: seeds pool across folders per (training set, row); a labelled folder stays apart."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "ablation_table.py"
+
+
+@pytest.fixture(scope="module")
+def table_module():
+    spec = importlib.util.spec_from_file_location("experiments_ablation_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def runs(folder: Path, *records: dict) -> Path:
+    folder.mkdir()
+    (folder / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def record(row: str, seed: int, pose: float, appearance: str = "narrow") -> dict:
+    return {"action": "bow", "row": row, "seed": seed, "appearance": appearance,
+            "summary": {"keypoints/correlation": pose}}
+
+
+def test_seeds_pool_across_folders_and_a_label_keeps_a_variant_apart(table_module, tmp_path):
+    a = runs(tmp_path / "a", record("#1", 0, 0.4), record("base", 0, 0.2), {"action": "bow", "row": "#1",
+                                                                              "seed": 9, "error": "boom"})
+    b = runs(tmp_path / "b", record("#1", 1, 0.6))
+    c = runs(tmp_path / "c", record("#5", 0, 0.3))
+    lines = table_module.table([(a, None), (b, None), (c, "#5, lambda 0.5")]).splitlines()
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in lines[2:]}
+    assert set(rows) == {("-", "base", "0"), ("narrow", "#1", "0,1"), ("narrow", "#5, lambda 0.5", "0")}
+    assert "0.500 ± 0.141" in rows[("narrow", "#1", "0,1")]  # mean and sample std of 0.4 and 0.6; the error skipped
+    assert lines[2].split("|")[2].strip() == "base"  # the untrained rows come first
