@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_kit import loaded_script
 
 from flashctl.config import load_config
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "ablation.py"
 
 # METHOD.md's ablation table: row -> (strong augment, motion align, correspondence align, DED)
 METHOD_TABLE = {"#1": (False, False, False, False), "#2": (True, False, False, False),
@@ -22,12 +20,8 @@ METHOD_TABLE = {"#1": (False, False, False, False), "#2": (True, False, False, F
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("experiments_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with loaded_script("experiments/ablation.py") as module:
+        yield module
 
 
 @pytest.fixture()

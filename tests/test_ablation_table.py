@@ -1,23 +1,16 @@
 """experiments/ablation_table.py: seeds pool across folders per (training set, row); a labelled folder stays apart."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).parents[1] / "experiments" / "ablation_table.py"
+from script_kit import loaded_script
 
 
 @pytest.fixture(scope="module")
 def table_module():
-    spec = importlib.util.spec_from_file_location("experiments_ablation_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with loaded_script("experiments/ablation_table.py") as module:
+        yield module
 
 
 def runs(folder: Path, *records: dict) -> Path:

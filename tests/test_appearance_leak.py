@@ -1,24 +1,17 @@
 """experiments/appearance_leak.py: a pixel leaks only when it is a training colour the held-out person lacks."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from script_kit import loaded_script
 
-SCRIPT = Path(__file__).parents[1] / "experiments" / "appearance_leak.py"
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (128, 128, 128)
 
 
 @pytest.fixture(scope="module")
 def leak():
-    spec = importlib.util.spec_from_file_location("experiments_appearance_leak", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with loaded_script("experiments/appearance_leak.py") as module:
+        yield module
 
 
 def video(colour_of_block, frames=4, size=8):
