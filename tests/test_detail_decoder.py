@@ -64,10 +64,11 @@ def _stock(host, backbone):
 
 
 def test_unfitted_decoder_decodes_like_the_stock_vae(host, backbone):
-    decoder = _decoder(host, backbone)
-    assert isinstance(decoder, Decoder) and decoder.has_weights and decoder.name == "detail-enhance"
-    kinds = [(e["block"], e["kind"]) for e in decoder.layout]
-    assert kinds == [(0, "attention"), (1, "conv"), (2, "conv")]  # default: attention lowest, conv above
+    default = _decoder(host, backbone)
+    assert isinstance(default, Decoder) and default.has_weights and default.name == "detail-enhance"
+    kinds = [(e["block"], e["kind"]) for e in default.layout]
+    assert kinds == [(0, "attention"), (2, "conv")]  # default: attention lowest, a conv at the highest resolution
+    decoder = _decoder(host, backbone, conv_blocks=[1, 2])  # every up block injected
     clips = _textured_clips(2, seed=1)  # (2, F, 3, S, S)
     latents = backbone.encode_video(clips)  # (2, F, c, h, w)
     out = decoder.decode(latents, clips[:, 0])  # (2, F, 3, S, S)
@@ -179,6 +180,39 @@ def test_save_load_round_trip(host, backbone, tmp_path):
     again = _decoder(host, backbone)
     again.load(path)
     assert torch.equal(again.decode(latents, clips[:, 0]), decoder.decode(latents, clips[:, 0]))
+
+
+def test_a_file_fitted_with_other_heads_and_kv_size_decodes_as_fitted(host, backbone, tmp_path):
+    """heads and kv_size change what the attention computes but not its tensors: the file's own values rule."""
+    clips = _textured_clips(2, seed=6)
+    latents = backbone.encode_video(clips)  # (2, F, c, h, w)
+    fitted = _decoder(host, backbone, heads=2, kv_size=2)
+    with torch.no_grad():
+        for p in fitted.parameters():
+            p.normal_(0, 0.1)
+    path = fitted.save(tmp_path / "ded.safetensors")
+    default = _decoder(host, backbone)
+    default.load_state_dict(fitted.state_dict())
+    assert not torch.allclose(default.decode(latents, clips[:, 0]), fitted.decode(latents, clips[:, 0]), atol=1e-4)
+    default.load(path)
+    assert torch.equal(default.decode(latents, clips[:, 0]), fitted.decode(latents, clips[:, 0]))
+
+
+def test_concat_conv_is_the_conv_over_the_concatenated_normalised_features():
+    """The split, channels-last form computes x + proj(cat([norm(x), norm_ref(ref)])) for every frame."""
+    from flashctl.model.detail_layers import ReferenceConcatConv
+
+    torch.manual_seed(0)
+    layer = ReferenceConcatConv(8, 4)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(6, 8, 5, 7).contiguous(memory_format=torch.channels_last)  # (B*F, c, h, w), B = 2, F = 3
+    ref = torch.randn(2, 4, 5, 7)  # (B, c_ref, h, w)
+    by_frame = torch.cat([layer.norm(x), layer.norm_ref(ref).repeat_interleave(3, dim=0)], dim=1)  # (B*F, 12, h, w)
+    expected = x + layer.proj(by_frame)
+    assert torch.allclose(layer(x, layer.reference(ref)), expected, atol=1e-5)
+    assert torch.allclose(layer(x.contiguous(), layer.reference(ref)), expected, atol=1e-5)
 
 
 def test_load_refuses_missing_corrupt_and_mismatched_files(host, backbone, tmp_path):

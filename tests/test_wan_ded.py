@@ -46,7 +46,8 @@ def _perturbed(decoder):
 def test_unfitted_decoder_decodes_exactly_like_the_stock_wan_vae(host, backbone):
     from flashctl_wan.detail_decoder import WanInjector
 
-    decoder = _decoder(host, backbone)
+    assert [(e["block"], e["kind"]) for e in _decoder(host, backbone).layout] == [(0, "attention"), (2, "conv")]
+    decoder = _decoder(host, backbone, conv_blocks=[1, 2])  # every up block injected
     assert isinstance(decoder.injector, WanInjector)
     assert [(e["block"], e["kind"]) for e in decoder.layout] == [(0, "attention"), (1, "conv"), (2, "conv")]
     clips = _clips(2, seed=1)

@@ -66,8 +66,9 @@ class VaeInjector(Protocol):
     spatial_factor: int  # image pixels per latent pixel
     recomputable: bool  # the up blocks are pure functions of their inputs: gradient checkpointing may rerun them
 
-    def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) still image in [-1, 1] -> [(B, c_i, h_i, w_i)]: after conv_in, each down block, the mid block."""
+    def encoder_features(self, image: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
+        """(B, 3, H, W) still image in [-1, 1] -> [(B, c_i, h_i, w_i)]: after conv_in, each down block, the mid block;
+        with ``depth``, only the first ``depth`` of them (the encoder stops there)."""
 
     def decode(self, latents: torch.Tensor, inject: Inject, warm: int = 0) -> torch.Tensor:
         """(B, F, c, h, w) backbone latents -> (B, F_video, 3, H, W) unclamped, ``inject`` after every up block;
@@ -88,14 +89,13 @@ class KLInjector:
         self.spatial_factor = 2 ** (self.up_blocks - 1)
         self.recomputable = True
 
-    def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def encoder_features(self, image: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
         enc = self.vae.encoder
-        x = enc.conv_in(image)  # (B, c0, H, W)
-        feats = [x]
-        for block in enc.down_blocks:
-            x = block(x)  # (B, c_i, h_i, w_i)
+        stages = [enc.conv_in, *enc.down_blocks, lambda x: enc.mid_block(x, None)]
+        feats, x = [], image  # (B, 3, H, W)
+        for stage in stages[:depth]:
+            x = stage(x)  # (B, c_i, h_i, w_i)
             feats.append(x)
-        feats.append(enc.mid_block(x, None))  # (B, c_mid, h, w)
         return feats
 
     def decode(self, latents: torch.Tensor, inject: Inject, warm: int = 0) -> torch.Tensor:
@@ -216,7 +216,7 @@ class DetailEnhanceDecoder(nn.Module):
             if bad:
                 raise ConfigError(f"{OPTIONS_KEY}.{key}: up block {bad[0]} does not exist; the VAE decoder has "
                                   f"{n_up} up blocks", hint=f"use indices 0..{n_up - 1} (0 = lowest resolution)")
-        conv = set(range(n_up)) - attention if self.options.conv_blocks is None else set(self.options.conv_blocks)
+        conv = {n_up - 1} - attention if self.options.conv_blocks is None else set(self.options.conv_blocks)
         return attention, conv
 
     @staticmethod
@@ -270,6 +270,16 @@ class DetailEnhanceDecoder(nn.Module):
         require_finite(tensors, path, saving=False)
         vae = self._attached().backbone.vae
         self.injections.load_state_dict({k: v.to(vae.device, vae.dtype) for k, v in tensors.items()})
+        self._attend_as_fitted(json.loads(meta.get("options") or "{}"))
+
+    def _attend_as_fitted(self, fitted: dict[str, Any]) -> None:
+        """Give the attention layers the ``heads`` and ``kv_size`` the loaded weights were fitted with: they change
+        what the layers compute but not their tensors, so a file from other options (or older defaults) would
+        otherwise load silently and decode differently."""
+        for layer in self.injections.values():
+            if isinstance(layer, ReferenceCrossAttention):
+                layer.heads = int(fitted.get("heads", layer.heads))
+                layer.kv_size = int(fitted.get("kv_size", layer.kv_size))
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -282,20 +292,25 @@ class DetailEnhanceDecoder(nn.Module):
         """(B, 3, H, W) in [-1, 1] -> {encoder feature index: (B, c_i, h_i, w_i)}, only those used."""
         vae = self._attached().backbone.vae
         used = set(self.sources.values())
-        with torch.no_grad():
-            feats = self.injector.encoder_features(reference.to(vae.device, vae.dtype))
+        with torch.no_grad():  # the encoder runs only as deep as the deepest feature used
+            feats = self.injector.encoder_features(reference.to(vae.device, vae.dtype), depth=max(used) + 1)
         return {i: f for i, f in enumerate(feats) if i in used}
 
     def decode_with(self, latents: torch.Tensor, features: dict[int, torch.Tensor], warm: int = 0) -> torch.Tensor:
         """(B, F, c, h, w) latents + :meth:`reference_features` -> (B, F_video, 3, H, W), unclamped, with grad
         (but for the first ``warm`` latent frames)."""
         vae = self._attached().backbone.vae
+        prepared: dict[tuple[str, bool], torch.Tensor] = {}  # the layers' reference halves, once per decode
 
         def inject(block: int, x: torch.Tensor, rows: slice) -> torch.Tensor:
             if str(block) not in self.injections:
                 return x
-            ref = resized(features[self.sources[str(block)]][rows], x.shape[-2:])  # (b, c_ref, h_i, w_i)
-            return self.injections[str(block)](x, ref)  # (b*T, c_i, h_i, w_i)
+            layer = self.injections[str(block)]
+            key = (str(block), torch.is_grad_enabled())  # warm frames decode without grad: not the same tensor
+            if key not in prepared:  # every frame, slice and window of this decode shares it
+                ref = resized(features[self.sources[str(block)]], x.shape[-2:])  # (B, c_ref, h_i, w_i)
+                prepared[key] = layer.reference(ref)  # (B, ...)
+            return layer(x, prepared[key][rows])  # (b*T, c_i, h_i, w_i)
 
         return self.injector.decode(latents.to(vae.device, vae.dtype), inject, warm)
 

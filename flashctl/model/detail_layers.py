@@ -1,8 +1,9 @@
 """The Detail Enhancement Decoder's injection layers: residual, zero-initialised, per frame.
 
-Each reads a decoder feature map ``x`` (every frame of a video, ``(B*F, c, h, w)``, batch-major) and the
-reference image's encoder feature map of the same resolution ``ref`` ``(B, c_ref, h, w)``; the last layer
-starts at zero, so an untrained injection returns ``x`` exactly. :mod:`flashctl.model.detail_decoder`
+Each reads a decoder feature map ``x`` (every frame of a video, ``(B*F, c, h, w)``, batch-major) and what
+:meth:`reference` made, once per decode, of the reference image's encoder feature map of the same resolution
+``(B, c_ref, h, w)`` (batch first, so a slice of videos slices it): ``layer(x, layer.reference(ref))``. The
+last layer starts at zero, so an untrained injection returns ``x`` exactly. :mod:`flashctl.model.detail_decoder`
 places them after the VAE decoder's up blocks.
 """
 
@@ -33,18 +34,21 @@ class ReferenceCrossAttention(nn.Module):
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """``x`` (B*F, c, h, w) decoder features, ``ref`` (B, c_ref, h, w) -> (B*F, c, h, w)."""
-        b, (h, w) = ref.shape[0], x.shape[-2:]
+    def reference(self, ref: torch.Tensor) -> torch.Tensor:
+        """``ref`` (B, c_ref, h, w) -> keys and values (B, 2, heads, h'*w', d), pooled to at most ``kv_size`` per side."""
         if max(ref.shape[-2:]) > self.kv_size:
-            ref = F.adaptive_avg_pool2d(ref, (min(h, self.kv_size), min(w, self.kv_size)))  # (B, c_ref, h', w')
+            ref = F.adaptive_avg_pool2d(ref, tuple(min(n, self.kv_size) for n in ref.shape[-2:]))  # (B, c_ref, h', w')
+        kv = self.norm_kv(rearrange(ref, "b c h w -> b (h w) c"))  # (B, h'*w', c_ref)
+        k, v = self.to_k(kv), self.to_v(kv)  # (B, h'*w', c) each
+        return rearrange(torch.stack([k, v], dim=1), "b two n (m d) -> b two m n d", m=self.heads)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """``x`` (B*F, c, h, w) decoder features, ``kv`` from :meth:`reference` -> (B*F, c, h, w)."""
+        b, (h, w) = kv.shape[0], x.shape[-2:]
         # all frames of a video query the same reference at once: queries are independent
         tokens = rearrange(x, "(b f) c h w -> b (f h w) c", b=b)  # (B, F*h*w, c)
-        kv = self.norm_kv(rearrange(ref, "b c h w -> b (h w) c"))  # (B, h'*w', c_ref)
         q = rearrange(self.to_q(self.norm_q(tokens)), "b n (m d) -> b m n d", m=self.heads)  # (B, heads, F*h*w, d)
-        k = rearrange(self.to_k(kv), "b n (m d) -> b m n d", m=self.heads)  # (B, heads, h'*w', d)
-        v = rearrange(self.to_v(kv), "b n (m d) -> b m n d", m=self.heads)  # (B, heads, h'*w', d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, F*h*w, d)
+        out = F.scaled_dot_product_attention(q, kv[:, 0], kv[:, 1])  # (B, heads, F*h*w, d)
         out = self.to_out(rearrange(out, "b m n d -> b n (m d)"))  # (B, F*h*w, c)
         return x + rearrange(out, "b (f h w) c -> (b f) c h w", h=h, w=w)
 
@@ -65,13 +69,37 @@ class ReferenceConcatConv(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """``x`` (B*F, c, h, w) decoder features, ``ref`` (B, c_ref, h, w) -> (B*F, c, h, w)."""
-        # .contiguous(): the VAE hands out channels_last maps, and torch 2.13's CPU GroupNorm backward
-        # segfaults on a channels_last input that needs no grad while the norm's weight does
-        ref = self.norm_ref(ref.contiguous())  # (B, c_ref, h, w)
-        ref = ref.repeat_interleave(x.shape[0] // ref.shape[0], dim=0)  # (B*F, c_ref, h, w)
-        return x + self.proj(torch.cat([self.norm(x.contiguous()), ref], dim=1))  # (B*F, c, h, w)
+    def reference(self, ref: torch.Tensor) -> torch.Tensor:
+        """``ref`` (B, c_ref, h, w) -> the projection's reference half plus every bias, (B, h, w, c)."""
+        c = self.norm.num_channels
+        weight = self.proj.weight[:, :, 0, 0]  # (c, c + c_ref)
+        w_x, w_ref = weight[:, :c], weight[:, c:]  # (c, c), (c, c_ref)
+        tokens = rearrange(ref, "b c h w -> b h w c")  # (B, h, w, c_ref)
+        return F.linear(F.layer_norm(tokens, tokens.shape[-3:], eps=self.norm_ref.eps), w_ref * self.norm_ref.weight,
+                        self.proj.bias + w_ref @ self.norm_ref.bias + w_x @ self.norm.bias)  # (B, h, w, c)
+
+    def forward(self, x: torch.Tensor, from_ref: torch.Tensor) -> torch.Tensor:
+        """``x`` (B*F, c, h, w) decoder features, ``from_ref`` from :meth:`reference` -> (B*F, c, h, w).
+
+        The same sum as ``x + proj(cat([norm(x), norm_ref(ref)]))``, computed without copies in x's own memory
+        layout (the CPU VAE hands out channels-last maps for several frames, NCHW ones for one frame; the NCHW
+        1x1 conv kernel is 4-7x slower than a matmul there): each one-group norm is a layer norm over the map
+        with its per-channel scale and shift folded into the projection, and the projection is split by input,
+        its reference half computed once per decode (:meth:`reference`).
+        """
+        b, (c, h, w) = from_ref.shape[0], x.shape[1:]
+        weight = self.proj.weight[:, :c, 0, 0] * self.norm.weight  # (c, c), the norm's scale folded in
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            tokens = rearrange(x, "(b f) c h w -> b f h w c", b=b)  # (B, F, h, w, c), a view
+            out = F.linear(F.layer_norm(tokens, tokens.shape[-3:], eps=self.norm.eps), weight)  # (B, F, h, w, c)
+            out += from_ref[:, None]  # in place: a broadcast out-of-place add costs as much as the projection
+            out += tokens
+            return rearrange(out, "b f h w c -> (b f) c h w")  # channels-last, as x
+        maps = rearrange(x.contiguous(), "(b f) c h w -> b f c (h w)", b=b)  # (B, F, c, h*w)
+        out = weight @ F.layer_norm(maps, maps.shape[-2:], eps=self.norm.eps)  # (B, F, c, h*w)
+        out += rearrange(from_ref, "b h w c -> b 1 c (h w)")
+        out += maps
+        return rearrange(out, "b f c (h w) -> (b f) c h w", h=h)  # NCHW, as x
 
 
 def resized(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

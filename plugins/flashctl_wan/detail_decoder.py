@@ -53,6 +53,10 @@ def _after_each(modules: list[nn.Module], fn: Callable[[int, torch.Tensor], torc
             handle.remove()
 
 
+class _DeepEnough(Exception):
+    """Raised inside the encoder once the features asked for are kept: the rest of it need not run."""
+
+
 def _causal_convs(module: nn.Module) -> int:
     """How many cache slots a feature cache of ``module`` needs (one per causal conv)."""
     return sum(isinstance(m, WanCausalConv3d) for m in module.modules())
@@ -71,16 +75,25 @@ class WanInjector:
         self._mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)  # (1, c, 1, 1, 1)
         self._std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)  # (1, c, 1, 1, 1)
 
-    def encoder_features(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> [(B, c_i, h_i, w_i)] after conv_in, each down block and the mid block, for frame 0."""
+    def encoder_features(self, image: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> [(B, c_i, h_i, w_i)] after conv_in, each down block and the mid block, for frame 0; with
+        ``depth``, only the first ``depth`` of them (the encoder stops there)."""
         vae, feats = self.vae, []
         x = image[:, :, None]  # (B, 3, 1, H, W): a one-frame video, the causal encoder's first chunk
         if vae.config.patch_size is not None:
             x = patchify(x, patch_size=vae.config.patch_size)  # (B, 3*p*p, 1, H/p, W/p)
         encoder = vae.encoder
-        with _after_each([encoder.conv_in, *encoder.down_blocks, encoder.mid_block],
-                         lambda _i, out: feats.append(out[:, :, 0])):  # (B, c_i, h_i, w_i)
-            encoder(x, feat_cache=[None] * _causal_convs(encoder), feat_idx=[0])
+
+        def keep(_i: int, out: torch.Tensor) -> None:
+            feats.append(out[:, :, 0])  # (B, c_i, h_i, w_i)
+            if depth is not None and len(feats) >= depth:
+                raise _DeepEnough
+
+        try:
+            with _after_each([encoder.conv_in, *encoder.down_blocks, encoder.mid_block], keep):
+                encoder(x, feat_cache=[None] * _causal_convs(encoder), feat_idx=[0])
+        except _DeepEnough:
+            pass
         return feats
 
     def decode(self, latents: torch.Tensor, inject: Inject, warm: int = 0) -> torch.Tensor:
