@@ -1,0 +1,74 @@
+"""Where the shipped tiny base's VAE loses held-out people: its encoder or its decoder.
+
+For frames of training-pool and held-out synthetic people (every 4th frame of ``--clips`` clips, mixed actions):
+
+* ``round trip``: L1 of encode -> decode (what every sample and every eval goes through);
+* ``best latent``: L1 after fitting the latent itself to the frame through the frozen decoder (``--steps`` Adam
+  steps from the encoder's latent): what the decoder could draw if the encoder gave it the right latent.
+
+The gap between the two is the encoder's share of the error, the rest the decoder's. A decoder-only fine-tune
+(``scripts/pretrain_base.py --stage decoder``, latent space unchanged, U-Net still valid) can only remove the
+second part.
+
+Run: .venv/bin/python experiments/vae_heldout.py [--clips 4] [--steps 150] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+ACTIONS = ("jumping_jack", "squat", "bow", "soccer_shot")
+
+
+def frames(split: str, clips: int) -> torch.Tensor:
+    """(N, 3, 64, 64) in [-1, 1]: every 4th frame of ``clips`` 16-frame clips of ``split`` people."""
+    from flashctl_synth.render import render_clip
+
+    videos = [render_clip(ACTIONS[i % len(ACTIONS)], frames=16, size=64, seed=i, split=split)[0][::4]
+              for i in range(clips)]  # each (4, 64, 64, 3) uint8
+    return torch.from_numpy(np.concatenate(videos)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def errors(vae: torch.nn.Module, images: torch.Tensor, steps: int) -> dict[str, float]:
+    """Round-trip L1 and the L1 with the latent fitted to each image through the frozen decoder."""
+    with torch.no_grad():
+        start = vae.encode(images).latent_dist.mode()  # (N, c, h, w)
+        round_trip = (vae.decode(start).sample.clamp(-1, 1) - images).abs().mean().item()
+    latent = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latent], lr=5e-2)
+    for _ in range(steps):
+        loss = (vae.decode(latent).sample - images).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        best = (vae.decode(latent).sample.clamp(-1, 1) - images).abs().mean().item()
+    return {"round_trip_l1": round(round_trip, 4), "best_latent_l1": round(best, 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=4)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from flashctl.context import BuildContext
+    from flashctl.plugins import build_host
+
+    backbone = build_host().registry.create("backbone", "animatediff", {"base": "shipped"}, BuildContext())
+    vae = backbone.vae.requires_grad_(False)
+    result = {split: errors(vae, frames(split, args.clips), args.steps) for split in ("train", "heldout")}
+    print(json.dumps(result))
+    print("| people | round trip L1 | best latent L1 | encoder's share |\n|---|---:|---:|---:|")
+    for split, r in result.items():
+        share = 1 - r["best_latent_l1"] / r["round_trip_l1"]
+        print(f"| {split} | {r['round_trip_l1']:.4f} | {r['best_latent_l1']:.4f} | {share:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
