@@ -4,13 +4,19 @@
         [--decoder-steps N]
         [--batch B] [--frames 16] [--size 64] [--actions all|a,b] [--clips-per-action N] [--resume]
         [--checkpoint-every K] [--sample-every K] [--seed S] [--threads T] [--device cpu|cuda]
-        [--target residual|latent] [--prediction-type v_prediction|epsilon]
+        [--target residual|latent] [--prediction-type v_prediction|epsilon] [--appearance train|wide]
+        [--vae-minutes M] [--decoder-minutes M] [--unet-minutes M]
 
 Stage vae trains the AutoencoderKL on frames; stage decoder (optional) goes on training its decoder
 alone, the encoder frozen, and may run beside stage unet (final/ takes its latest checkpoint); stage
 unet trains the whole video U-Net (VAE and text encoder frozen) on latent clips of every action with
 flashctl's LAMP-style loss. Checkpoints go to OUT/checkpoints/ every K steps and on Ctrl-C; rerun the
 same command with --resume to go on.
+``--actions`` may name the world's motion priors (``wander_side``, ``wander_front``: random smooth poses) besides
+its actions; ``--appearance wide`` draws every other training clip from the ``pose`` split's people (random
+colours, every pattern and scene style) instead of the train pool (the held-out pool stays unseen either way);
+``--*-minutes`` end a stage after the step that passes its wall-clock budget, as if its steps were done (for a
+machine lent by the minute; ``--resume`` with a larger budget goes on).
 Progress: stdout and OUT/train.log; held-out samples: OUT/samples/step-N.png (rows alternate real
 clip / generated). The result, OUT/final/, loads as the tiny preset's base:
 ``[options.backbone.animatediff] base = "OUT/final"`` (copy it to
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
 
@@ -71,6 +79,18 @@ def recolour(frames: "np.ndarray", seed: int) -> "np.ndarray":
     return out.clip(0, 255).astype(np.uint8)
 
 
+def training_clip(render: "Callable[..., tuple[np.ndarray, dict]]", action: str, seed: int, split: str, *,
+                  appearance: str, recoloured: bool) -> "np.ndarray":
+    """``(F, H, W, 3)`` uint8 clip ``seed`` of ``action`` for pretraining: with ``appearance = "wide"`` every other
+    training clip (odd seeds) shows a ``pose``-split person (random colours, every style) instead of a train-pool
+    one; ``recoloured`` remaps half the train-pool clips' colours (:func:`recolour`)."""
+    from flashctl_synth.world import POSE_SPLIT
+
+    wide = split == "train" and appearance == "wide" and seed % 2 == 1
+    frames = render(action, seed=seed, split=POSE_SPLIT if wide else split)[0]  # (F, H, W, 3) uint8
+    return recolour(frames, seed) if recoloured and split == "train" and not wide else frames
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
@@ -94,6 +114,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--appearance", choices=("train", "wide"), default="train",
+                   help="training people: the train pool (default), or every other clip from the pose split's "
+                        "random appearances (wide)")
+    for stage in ("vae", "decoder", "unet"):
+        p.add_argument(f"--{stage}-minutes", type=float, default=None,
+                       help=f"end the {stage} stage after this many minutes of wall time (default: no limit)")
     p.add_argument("--no-recolour", dest="recolour", action="store_false",
                    help="train on the train pool's palette only (default: half the clips get a random colour remap)")
     return p.parse_args(argv)
@@ -109,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     # background jobs ignore SIGINT; `kill PID` (SIGTERM) must checkpoint too
     signal.signal(signal.SIGTERM, _interrupt)
     import torch
-    from flashctl_synth.actions import ACTIONS
+    from flashctl_synth.actions import ACTIONS, PRIOR_MOTIONS
     from flashctl_synth.render import render_clip
 
     from flashctl_animatediff.pretrain import PretrainSettings, pretrain
@@ -122,11 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     render = partial(render_clip, frames=args.frames, size=args.size, fps=8)
-    def clip(action: str, seed: int, split: str):
-        frames = render(action, seed=seed, split=split)[0]  # (F, H, W, 3) uint8
-        return recolour(frames, seed) if args.recolour and split == "train" else frames
-
-    source = ClipSource(prompts={name: a.prompt for name, a in ACTIONS.items()}, render=clip)
+    clip = partial(training_clip, render, appearance=args.appearance, recoloured=args.recolour)
+    source = ClipSource(prompts={name: a.prompt for name, a in {**ACTIONS, **PRIOR_MOTIONS}.items()}, render=clip)
     settings = PretrainSettings(
         out=args.out, stage=args.stage, steps=args.steps, vae_steps=args.vae_steps,
         decoder_steps=args.decoder_steps, batch=args.batch,
@@ -134,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         actions=() if args.actions == "all" else tuple(a.strip() for a in args.actions.split(",")),
         clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, sample_steps=args.sample_steps, seed=args.seed, lr=args.lr,
-        target=args.target, prediction_type=args.prediction_type, device=args.device, resume=args.resume)
+        target=args.target, prediction_type=args.prediction_type, device=args.device, resume=args.resume,
+        vae_minutes=args.vae_minutes, decoder_minutes=args.decoder_minutes, unet_minutes=args.unet_minutes)
     registry, ctx = build_host().registry, BuildContext(device=args.device)
     command = "python scripts/pretrain_base.py " + shlex.join(argv)
     try:

@@ -5,6 +5,9 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+from functools import partial
+
+import numpy as np
 import pytest
 import torch
 from flashctl_animatediff.pretrain import MAX_BYTES, PretrainSettings, pretrain
@@ -176,3 +179,38 @@ def test_decoder_stage_trains_the_decoder_only_and_final_takes_its_latest_weight
     assert all(torch.equal(shipped[k], tuned[k]) for k in tuned)  # encoder as trained, decoder as fine-tuned
     provenance = json.loads((final / "provenance.json").read_text())
     assert provenance["decoder"]["steps"] == 3 and "decoder alone 3 steps" in (final / "README.md").read_text()
+
+
+def test_a_stage_budget_ends_the_stage_checkpointed_and_resume_goes_on(tmp_path, registry):
+    """``unet_minutes``: the U-Net stage stops after the step that passes its budget, final/ is written from
+    what was trained, and --resume with no budget finishes the steps."""
+    reporter = ListReporter()
+    final = pretrain(_settings(tmp_path, steps=3, unet_minutes=1e-9), SOURCE, Builder(registry), reporter)
+    assert json.loads((final / "provenance.json").read_text())["unet"]["steps"] == 1
+    assert _state(tmp_path, "unet")["step"] == 1 and _state(tmp_path, "vae")["step"] == 2  # only the U-Net's
+    assert any("stopping at step 1 of 3" in n for n in reporter.notes())
+    assert (tmp_path / "samples" / "step-1.png").is_file()  # its samples at the step it stopped
+    again = pretrain(_settings(tmp_path, steps=3, resume=True), SOURCE, Builder(registry))
+    assert json.loads((again / "provenance.json").read_text())["unet"]["steps"] == 3
+
+
+def test_the_script_renders_wide_appearances_and_motion_priors(tmp_path):
+    """scripts/pretrain_base.py: --appearance wide takes every other training clip from the pose split (random
+    colours), never the held-out pool; the motion priors render; the budgets reach the settings."""
+    from flashctl_synth.world import POOLS
+    from script_kit import loaded_script
+
+    render = partial(render_clip, frames=F, size=S)
+    with loaded_script("scripts/pretrain_base.py") as script:
+        args = script.parse(["--out", str(tmp_path), "--appearance", "wide", "--actions", "squat,wander_side",
+                             "--unet-minutes", "2.5"])
+        clips = {seed: script.training_clip(render, "wander_side", seed, "train", appearance="wide",
+                                            recoloured=False) for seed in (0, 1)}
+        narrow = script.training_clip(render, "wander_side", 1, "train", appearance="train", recoloured=False)
+    assert (args.appearance, args.actions, args.unet_minutes, args.vae_minutes) == ("wide", "squat,wander_side",
+                                                                                    2.5, None)
+    assert np.array_equal(clips[0], render("wander_side", seed=0, split="train")[0])  # even seeds: the train pool
+    assert np.array_equal(clips[1], render("wander_side", seed=1, split="pose")[0])  # odd: a random appearance
+    assert not np.array_equal(clips[1], narrow)
+    look = render("wander_side", seed=1, split="pose")[1]["appearance"]
+    assert tuple(look["shirt"]) not in POOLS["heldout"].cloth_colors + POOLS["train"].cloth_colors

@@ -243,3 +243,25 @@ def test_canonical_clips_face_right_and_lead_with_the_right_limbs(tmp_path):
         assert {m["motion"]["facing"] for m in metas} == ({1} if metas[0]["view"] == "side" else {0})
     free = [render_clip("bow", frames=2, size=32, seed=s)[1]["motion"]["facing"] for s in range(12)]
     assert set(free) == {-1, 1}  # without it both directions occur
+
+
+@pytest.mark.parametrize("prior", ["wander_side", "wander_front"])
+def test_wander_priors_move_differently_per_clip_and_are_not_actions(prior):
+    """The pretraining motion priors: the same clip every render, another random motion per motion seed, a
+    real movement away from standing; and never counted among the world's actions (metrics, recognition)."""
+    from flashctl_synth.actions import PRIOR_MOTIONS, get_action
+
+    assert prior in PRIOR_MOTIONS and prior not in ACTIONS and get_action(prior) is PRIOR_MOTIONS[prior]
+    tracks = []
+    for motion_seed in (0, 1, 2):
+        video, meta = render_clip(prior, frames=16, size=64, seed=7, motion_seed=motion_seed)
+        again, _ = render_clip(prior, frames=16, size=64, seed=7, motion_seed=motion_seed)
+        assert np.array_equal(video, again)
+        kp = np.asarray(meta["keypoints"])  # (F, J, 2)
+        tracks.append(kp - kp[:1])
+        assert np.abs(tracks[-1]).max() > 5, motion_seed
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert np.abs(tracks[i] - tracks[j]).mean() > 0.5, (i, j)
+    with pytest.raises(UnknownActionError, match="motion priors for pretraining: wander_side"):
+        get_action("wander")

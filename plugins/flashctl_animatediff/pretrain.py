@@ -76,6 +76,9 @@ class PretrainSettings:
     vae_channels: tuple[int, ...] = (16, 32, 32)
     device: str = "cpu"
     resume: bool = False
+    vae_minutes: float | None = None  # wall-clock budget of each stage in this run (None: until its steps are done)
+    decoder_minutes: float | None = None
+    unet_minutes: float | None = None
 
     def record(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -187,9 +190,9 @@ def _decoder_stage(s: PretrainSettings, source: ClipSource, build: Callable, rep
         edges = sum((d(rec) - d(x)).abs().mean() for d in _GRADIENTS)
         return (rec - x).abs().mean() + s.edge_weight * edges
 
-    loop("decoder", s, vae, optimizer, s.decoder_lr, s.decoder_steps, loss_at,
-         reconstructions(s, source, backbone, "decoder", reporter), reporter)
-    reporter.note(f"decoder stage done at step {s.decoder_steps}; final/ takes its decoder from "
+    run = loop("decoder", s, vae, optimizer, s.decoder_lr, s.decoder_steps, loss_at,
+               reconstructions(s, source, backbone, "decoder", reporter), reporter)
+    reporter.note(f"decoder stage done at step {run.step}; final/ takes its decoder from "
                   f"{checkpoint_dir(s, 'decoder')}")
 
 

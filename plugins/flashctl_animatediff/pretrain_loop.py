@@ -48,14 +48,17 @@ def saved_stage(s: PretrainSettings, stage: str) -> Checkpoint | None:
 
 def loop(name: str, s: PretrainSettings, module: Any, optimizer: Any, lr: float, total: int,
          loss_at: Callable[[int], Any], show: Callable[[int], None], reporter: Reporter) -> Run:
-    """Steps ``run.step .. total - 1``: warm-up then constant ``lr``, grad-norm clip 1, checkpoints, samples."""
+    """Steps ``run.step .. total - 1``: warm-up then constant ``lr``, grad-norm clip 1, checkpoints, samples; a
+    stage's ``<name>_minutes`` budget (settings) ends it early, after the step that passes it, checkpointed."""
     import torch
 
     folder = checkpoint_dir(s, name)
     run = _start(folder, name, s, module, optimizer, reporter)
     reporter.start(f"pretrain {name}", total)
     reporter.advance(run.step)
-    saved = run.step
+    saved, shown = run.step, run.step
+    minutes = getattr(s, f"{name}_minutes", None)
+    deadline = None if minutes is None else time.monotonic() + 60 * minutes
     try:
         while run.step < total:
             began = time.perf_counter()
@@ -80,6 +83,15 @@ def loop(name: str, s: PretrainSettings, module: Any, optimizer: Any, lr: float,
                 saved = run.step
             if run.step % s.sample_every == 0 or run.step == total:
                 show(run.step)
+                shown = run.step
+            if deadline is not None and time.monotonic() > deadline and run.step < total:
+                reporter.note(f"{name}: {minutes:g} minutes spent, stopping at step {run.step} of {total} "
+                              f"(--resume with more minutes goes on)", level="warning")
+                if run.step > saved:
+                    _save(folder, s, module, optimizer, run)
+                if run.step > shown:
+                    show(run.step)
+                break
     except KeyboardInterrupt:
         if run.step > saved:
             _save(folder, s, module, optimizer, run)

@@ -184,11 +184,53 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
 )}
 
 
+def _wander(view: str) -> Callable[[float, Motion], Pose]:
+    """Random smooth poses in ``view``: from standing, through three random poses, back to standing.
+
+    Not an action: a motion prior for pretraining a base (``scripts/pretrain_base.py --actions``) that has to
+    move people in many ways without knowing the named actions. The poses come from the clip's ``style``
+    (a per-clip random number), so a clip is the same every time it is rendered; every joint of each side
+    draws its own targets within its natural range for the view.
+    """
+    side = view == "side"
+    ranges = {"shoulder": (-40, 170) if side else (0, 170), "elbow": (5, 120), "hip": (-20, 90) if side else (0, 45),
+              "knee": (2, 100) if side else (2, 40)}
+    torso, neck = ((-10, 45), (-15, 15)) if side else ((-30, 30), (-10, 10))
+
+    def trajectory(p: float, m: Motion) -> Pose:
+        rng = np.random.default_rng(int((m.style + 1) * 2**30))
+        at = (0.0, 0.1, 0.35, 0.6, 0.85, 1.0)  # rest, three random poses, rest
+
+        def joint(rest: float, low: float, high: float) -> float:
+            targets = rng.uniform(low, high, 3)
+            return keyframes(p, list(zip(at, (rest, rest, *(rest + (t - rest) * m.amplitude for t in targets), rest))))
+
+        def limbs() -> Limbs:
+            rest = Limbs()
+            return Limbs(**{name: joint(getattr(rest, name), *ranges[name]) for name in ranges})
+
+        active, other = limbs(), limbs()
+        return Pose(active, other, torso=joint(0.0, *torso), neck=joint(0.0, *neck))
+
+    return trajectory
+
+
+# Motion priors: renderable like actions (get_action), but not actions of the world: no metric, recognition or
+# demo-motion check counts them
+PRIOR_MOTIONS: dict[str, Action] = {a.name: a for a in (
+    Action("wander_side", "side", 2.0, "a person moving", _wander("side")),
+    Action("wander_front", "front", 2.0, "a person moving, facing the camera", _wander("front")),
+)}
+
+
 def get_action(name: str) -> Action:
-    if name not in ACTIONS:
-        raise UnknownActionError(f"unknown synthetic action {name!r}; available: {', '.join(ACTIONS)}",
+    """A named action of the world, or a motion prior (:data:`PRIOR_MOTIONS`)."""
+    found = ACTIONS.get(name) or PRIOR_MOTIONS.get(name)
+    if found is None:
+        raise UnknownActionError(f"unknown synthetic action {name!r}; available: {', '.join(ACTIONS)} "
+                                 f"(motion priors for pretraining: {', '.join(PRIOR_MOTIONS)})",
                                  hint="pick one of the listed actions, e.g. `flashctl synth squat --out clips/`")
-    return ACTIONS[name]
+    return found
 
 
 def sample_motion(rng: np.random.Generator, action: Action) -> Motion:
