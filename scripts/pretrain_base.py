@@ -5,7 +5,7 @@
         [--batch B] [--frames 16] [--size 64] [--actions all|a,b] [--clips-per-action N] [--resume]
         [--checkpoint-every K] [--sample-every K] [--seed S] [--threads T] [--device cpu|cuda]
         [--target residual|latent] [--prediction-type v_prediction|epsilon] [--appearance train|wide]
-        [--vae-minutes M] [--decoder-minutes M] [--unet-minutes M]
+        [--vae-minutes M] [--decoder-minutes M] [--unet-minutes M] [--render-workers N]
 
 Stage vae trains the AutoencoderKL on frames; stage decoder (optional) goes on training its decoder
 alone, the encoder frozen, and may run beside stage unet (final/ takes its latest checkpoint); stage
@@ -120,6 +120,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for stage in ("vae", "decoder", "unet"):
         p.add_argument(f"--{stage}-minutes", type=float, default=None,
                        help=f"end the {stage} stage after this many minutes of wall time (default: no limit)")
+    p.add_argument("--render-workers", type=int, default=0,
+                   help="render each stage's training clips up front in this many processes (default: one at a "
+                        "time, as the steps first draw them)")
     p.add_argument("--no-recolour", dest="recolour", action="store_false",
                    help="train on the train pool's palette only (default: half the clips get a random colour remap)")
     return p.parse_args(argv)
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, sample_steps=args.sample_steps, seed=args.seed, lr=args.lr,
         target=args.target, prediction_type=args.prediction_type, device=args.device, resume=args.resume,
-        vae_minutes=args.vae_minutes, decoder_minutes=args.decoder_minutes, unet_minutes=args.unet_minutes)
+        vae_minutes=args.vae_minutes, decoder_minutes=args.decoder_minutes, unet_minutes=args.unet_minutes,
+        render_workers=args.render_workers)
     registry, ctx = build_host().registry, BuildContext(device=args.device)
     command = "python scripts/pretrain_base.py " + shlex.join(argv)
     try:

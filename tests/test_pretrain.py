@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from flashctl_animatediff.pretrain import MAX_BYTES, PretrainSettings, pretrain
-from flashctl_animatediff.pretrain_data import ClipSource
+from flashctl_animatediff.pretrain_data import ClipSource, Pool
 from flashctl_synth.actions import ACTIONS
 from flashctl_synth.render import render_clip
 from safetensors.torch import load_file
@@ -214,3 +214,17 @@ def test_the_script_renders_wide_appearances_and_motion_priors(tmp_path):
     assert not np.array_equal(clips[1], narrow)
     look = render("wander_side", seed=1, split="pose")[1]["appearance"]
     assert tuple(look["shirt"]) not in POOLS["heldout"].cloth_colors + POOLS["train"].cloth_colors
+
+
+def _render(action, seed, split):
+    return render_clip(action, frames=F, size=S, seed=seed, split=split)[0]  # (F, S, S, 3) uint8
+
+
+def test_a_pool_rendered_up_front_in_processes_draws_the_same_clips():
+    source = ClipSource(prompts=SOURCE.prompts, render=_render)  # picklable, as forked workers need
+    serial = Pool(source, ("squat", "jumping_jack"), 3, keep=lambda frames: frames)
+    parallel = Pool(source, ("squat", "jumping_jack"), 3, keep=lambda frames: frames, workers=2)
+    assert len(parallel._cache) == 6  # every clip rendered before the first draw
+    for step in range(3):
+        drawn = list(zip(serial.draw(0, step, 4), parallel.draw(0, step, 4)))
+        assert all(a == b and np.array_equal(x, y) for (a, x), (b, y) in drawn)

@@ -79,6 +79,7 @@ class PretrainSettings:
     vae_minutes: float | None = None  # wall-clock budget of each stage in this run (None: until its steps are done)
     decoder_minutes: float | None = None
     unet_minutes: float | None = None
+    render_workers: int = 0  # > 1: render each stage's clips up front in that many processes
 
     def record(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -226,7 +227,7 @@ def _unet_stage(s: PretrainSettings, source: ClipSource, build: Callable, report
     def keep(frames: np.ndarray) -> Any:
         return backbone.encode_video(frames_to_tensor(frames)[None].to(backbone.device))[0]  # (F, c, h, w)
 
-    pool = Pool(source, actions, s.clips_per_action, keep)
+    pool = Pool(source, actions, s.clips_per_action, keep, workers=s.render_workers)
 
     def loss_at(step: int) -> Any:
         drawn = pool.draw(s.seed, step, s.batch)

@@ -28,12 +28,27 @@ class ClipSource:
 
 
 class Pool:
-    """Clips drawn by ``(seed, step)``: ``count`` train seeds per action, kept after the first render."""
+    """Clips drawn by ``(seed, step)``: ``count`` train seeds per action, kept after the first render.
+
+    With ``workers`` > 1 every clip is rendered up front in that many spawned processes (``source.render`` must
+    then pickle: a partial of module-level functions, not a lambda); else each one as a step first draws it.
+    """
 
     def __init__(self, source: ClipSource, actions: tuple[str, ...], count: int,
-                 keep: Callable[[np.ndarray], Any]) -> None:
+                 keep: Callable[[np.ndarray], Any], workers: int = 0) -> None:
         self.source, self.actions, self.count, self.keep = source, actions, count, keep
         self._cache: dict[tuple[str, int], Any] = {}
+        if workers > 1:
+            self._render_all(workers)
+
+    def _render_all(self, workers: int) -> None:
+        import multiprocessing
+
+        keys = [(action, i) for action in self.actions for i in range(self.count)]
+        with multiprocessing.get_context("spawn").Pool(workers) as processes:  # no fork of a CUDA process
+            clips = processes.starmap(self.source.render, [(a, i, "train") for a, i in keys], chunksize=8)
+        for key, frames in zip(keys, clips):  # (F, H, W, 3) uint8 each
+            self._cache[key] = self.keep(frames)
 
     def draw(self, seed: int, step: int, n: int) -> list[tuple[str, Any]]:
         rng = np.random.default_rng([seed, step])
@@ -46,7 +61,7 @@ class Pool:
 
 def frame_drawer(s: PretrainSettings, source: ClipSource) -> Callable[[int], np.ndarray]:
     """``step -> (4 * batch, H, W, 3)`` uint8: one random frame from each of the ``4 * batch`` clips drawn then."""
-    pool = Pool(source, s.actions, s.clips_per_action, keep=lambda frames: frames)
+    pool = Pool(source, s.actions, s.clips_per_action, keep=lambda frames: frames, workers=s.render_workers)
     per_clip = 4
 
     def draw(step: int) -> np.ndarray:

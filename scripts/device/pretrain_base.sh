@@ -54,6 +54,7 @@ if [ "$DECODER_MINUTES" != 0 ]; then stages+=(--decoder-steps 1000000 --decoder-
 stamp "pretraining: vae ${VAE_MINUTES} min, decoder ${DECODER_MINUTES} min, unet ${UNET_MINUTES} min, batch $BATCH"
 "$PYTHON" scripts/pretrain_base.py --out "$BASE_OUT" --device "$DEVICE" --stage all --actions "$ACTIONS" \
     --appearance "$APPEARANCE" --batch "$BATCH" --clips-per-action "$CLIPS" --vae-steps 1000000 --steps 1000000 \
+    --render-workers "${RENDER_WORKERS:-$(nproc)}" \
     "${stages[@]}" --checkpoint-every 1000000 --sample-every 1000000 --sample-steps "$SAMPLE_STEPS" --log-every 100
 stamp "pretraining done"
 
