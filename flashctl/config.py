@@ -76,6 +76,10 @@ class MamSection(Section):
                                                           "attention (wan: its 3-D attn1) aggregates the augmented "
                                                           "copy's values")
     donor_grad: bool = Field(True, description="gradients flow through the original clip's donated features")
+    reference_frame: Literal["align", "keep"] = Field(
+        "align", description="motion alignment: frame 0 (the clean reference) is split into static and motion "
+                             "parts like the rest (align, METHOD.md) or stays the copy's own, the split running "
+                             "over the noised frames (keep)")
     lambda_motion: float = Field(1.0, ge=0, description="weight of the motion-aligned loss")
     lambda_corr: float = Field(1.0, ge=0, description="weight of the correspondence-aligned loss")
     layers: str | list[str] | None = Field(None, description="regex (or list) searched in attention-processor names; "

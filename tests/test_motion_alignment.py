@@ -114,6 +114,28 @@ def test_motion_alignment_feeds_static_part_of_augmented_plus_motion_of_original
         torch.testing.assert_close(used[len(h):], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_reference_frame_keep_leaves_the_copys_frame_0_and_splits_over_the_noised_frames(mam):
+    """reference_frame = "keep": frame 0 of the copy is its own; frames 1.. get s~ + m over frames 1.. only."""
+    backbone = mam.backbone
+    install_mam(backbone, MamSection(motion_align=True, reference_frame="keep"))
+    name = next(n for n in backbone.temporal_attention if n.startswith("down_blocks.1."))
+    seen = {}
+    attn = _module(backbone, name)
+    hooks = [_capture(attn, seen, "in"), _capture(attn.to_q, seen, "q_in")]
+    _denoise(mam, active=True)
+    for hook in hooks:
+        hook.remove()
+    h, h_aug = seen["in"].chunk(2)  # (B*H*W, F, C) each
+    moving = h[:, 1:] - h[:, 1:].mean(dim=1, keepdim=True)  # m over frames 1..
+    expected = torch.cat([h_aug[:, :1], h_aug[:, 1:].mean(dim=1, keepdim=True) + moving], dim=1)
+    assert (expected - h_aug)[:, 1:].abs().max() > 1e-3  # frames 1.. really change
+    used = seen["q_in"]
+    torch.testing.assert_close(used[: len(h)], h, atol=0, rtol=0)
+    torch.testing.assert_close(used[len(h):], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValidationError, match="reference_frame"):
+        MamSection(reference_frame="drop")
+
+
 def test_mam_fits_the_svd_backbone_too():
     from flashctl_svd import SVDOptions
     from flashctl_svd.backbone import build_backbone as build_svd

@@ -33,6 +33,11 @@ How METHOD.md's [choice] notes are read here:
 * ``donor_grad`` (default on): gradients of the augmented loss flow into the original's donated
   features (its motion part ``m``; its queries and keys). Off: those are detached for the
   augmented branch only.
+* ``reference_frame`` (default ``"align"``): frame 0 takes part in the static/motion split like every frame.
+  Here frame 0 enters the denoiser clean (the reference) while the others are noised, so its features are
+  far from the others' mean and the swap mostly hands the copy the original's frame-0 appearance;
+  ``"keep"`` leaves the copy its own frame 0 and splits over frames 1.. (docs/results.md, "Why motion
+  alignment costs").
 * Processors are inert (exactly the stock layer) unless a forward runs inside :func:`aligned`,
   which the paired training loss enters (and the train loop, around backward too, for gradient
   checkpointing); :func:`uninstall_mam` restores the stock processors, and inference never
@@ -61,12 +66,17 @@ def _halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.chunk(2)
 
 
-def align_motion(hidden_states: torch.Tensor, donor_grad: bool = True) -> torch.Tensor:
-    """``(2N, F, C)`` -> same: the second half becomes its own static part plus the first half's motion."""
+def align_motion(hidden_states: torch.Tensor, donor_grad: bool = True, keep_reference: bool = False) -> torch.Tensor:
+    """``(2N, F, C)`` -> same: the second half becomes its own static part plus the first half's motion.
+
+    ``keep_reference``: frame 0 (the clean reference, where the others are noised) keeps the second half's own
+    features, and the static/motion split runs over frames 1.. only (``[train.mam] reference_frame = "keep"``).
+    """
     h, h_aug = _halves(hidden_states)  # each (N, F, C)
     donor = h if donor_grad else h.detach()
-    swap = h_aug.mean(dim=1, keepdim=True) - donor.mean(dim=1, keepdim=True)  # s~ - s: (N, 1, C)
-    return torch.cat([h, donor + swap])  # (2N, F, C): [h; s~ + m] with m = h - s
+    first = int(keep_reference)  # the frames before it stay the copy's own
+    swap = h_aug[:, first:].mean(dim=1, keepdim=True) - donor[:, first:].mean(dim=1, keepdim=True)  # s~ - s: (N, 1, C)
+    return torch.cat([h, torch.cat([h_aug[:, :first], donor[:, first:] + swap], dim=1)])  # [h; s~ + m] with m = h - s
 
 
 def correspondence_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -84,10 +94,12 @@ def correspondence_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.T
 
 class MamProcessor:
     """What every MAM processor has: the ``stock`` processor it replaces (put back by :func:`uninstall_mam`),
-    ``donor_grad``, and ``active``, which :func:`aligned` switches on; inactive it is the stock layer."""
+    ``donor_grad``, ``keep_reference``, and ``active``, which :func:`aligned` switches on; inactive it is the stock
+    layer."""
 
     stock: Any
     donor_grad: bool = True
+    keep_reference: bool = False  # [train.mam] reference_frame = "keep" (set by install_mam)
     active: bool = False
 
 
@@ -102,7 +114,7 @@ class MotionAlignProcessor(MamProcessor):
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.active:
-            hidden_states = align_motion(hidden_states, self.donor_grad)  # (2*B*H*W, F, C)
+            hidden_states = align_motion(hidden_states, self.donor_grad, self.keep_reference)  # (2*B*H*W, F, C)
         return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
 
 
@@ -164,6 +176,8 @@ def install_mam(backbone: Backbone, options: MamSection) -> dict[str, str]:
     current = {n: _stock(p) for n, p in backbone.unet.attn_processors.items()}
     processors = {n: _mam_processor(backbone.name, n, current[n], kind, options.donor_grad)
                   for n, kind in chosen.items()}  # all built (and checked) before any is installed
+    for processor in processors.values():
+        processor.keep_reference = options.reference_frame == "keep"
     backbone.unet.set_attn_processor({n: processors.get(n, p) for n, p in current.items()})
     return chosen
 

@@ -85,13 +85,14 @@ class WanFrameAttnProcessor(WanAttnProcessor):
         return dispatch_attention_fn(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False,
                                      backend=self._attention_backend, parallel_config=self._parallel_config)
 
-    def align_motion(self, hidden_states: torch.Tensor, donor_grad: bool = True) -> torch.Tensor:
+    def align_motion(self, hidden_states: torch.Tensor, donor_grad: bool = True,
+                     keep_reference: bool = False) -> torch.Tensor:
         """``(2B, F'*N, C)`` ``[x; x~]`` -> same: x~'s tokens become their temporal mean + x's residual."""
         frames = self.layout.frames
         if hidden_states.shape[1] % frames:
             raise ValueError(f"{hidden_states.shape[1]} tokens do not split into {frames} latent frames")
         tracks = rearrange(hidden_states, "b (f n) c -> (b n) f c", f=frames)  # (2B*N, F', C): trajectories
-        tracks = align_motion(tracks, donor_grad)  # (2B*N, F', C): [h; s~ + m]; B*N rows per half, in order
+        tracks = align_motion(tracks, donor_grad, keep_reference)  # (2B*N, F', C): [h; s~ + m]; B*N rows per half
         return rearrange(tracks, "(b n) f c -> b (f n) c", b=hidden_states.shape[0])  # (2B, F'*N, C)
 
     def mam_processor(self, kinds: frozenset[str], donor_grad: bool) -> WanMamProcessor:
@@ -115,7 +116,7 @@ class WanMamProcessor(WanFrameAttnProcessor, MamProcessor):
                  attention_mask: torch.Tensor | None = None,
                  rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if self.active and MOTION in self.kinds:
-            hidden_states = self.align_motion(hidden_states, self.donor_grad)  # (2B, F'*N, C)
+            hidden_states = self.align_motion(hidden_states, self.donor_grad, self.keep_reference)  # (2B, F'*N, C)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
