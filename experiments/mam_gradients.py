@@ -50,7 +50,8 @@ def load_pair(project: Path, clips: int, backbone) -> tuple[torch.Tensor, torch.
     if not files:
         raise SystemExit(f"--project {project}: no clips/train/*.mp4 there; pass an ablation project folder")
     config = load_config(project / "flashctl.toml")
-    videos = torch.stack([frames_to_tensor(v) for v in normalise_clips(files, config, [], NullReporter())])  # (B,F,3,S,S)
+    frames = normalise_clips(files, config, [], NullReporter())  # (B, F, S, S, 3) uint8
+    videos = torch.stack([frames_to_tensor(v) for v in frames])  # (B, F, 3, S, S)
     gen = torch.Generator().manual_seed(0)
     copies = torch.stack([transforms.invert(v, gen) if i % 2 == 0
                           else transforms.hue_rotate(v, gen, min_degrees=90, max_degrees=180)
@@ -134,10 +135,12 @@ def frame0_figures(backbone, x: torch.Tensor, x_aug: torch.Tensor, prompt: torch
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
-        return lambda module, args, kwargs: seen.__setitem__(name, (args[0] if args else kwargs["hidden_states"]).detach())
+        def hook(module, args, kwargs):
+            seen[name] = (args[0] if args else kwargs["hidden_states"]).detach()  # (2N, F, C)
+        return hook
 
-    hooks = [backbone.unet.get_submodule(n.removesuffix(".processor")).register_forward_pre_hook(keep(n), with_kwargs=True)
-             for n in names]
+    layers = [backbone.unet.get_submodule(n.removesuffix(".processor")) for n in names]
+    hooks = [layer.register_forward_pre_hook(keep(n), with_kwargs=True) for layer, n in zip(layers, names)]
     try:
         with torch.no_grad():
             flash.paired_denoising_loss(backbone, backbone.objective, x, x_aug, noise, timesteps, prompt)

@@ -67,3 +67,12 @@ def test_row_gradients_averages_its_draws_and_removes_the_mam(kit):
     row = module.row_gradients(backbone, params, x, x_aug, prompt, {"motion_align": True}, [10, 11])
     assert len(row["cos_per_draw"]) == 2 and row["cos"] == pytest.approx(sum(row["cos_per_draw"]) / 2)
     assert not any(isinstance(p, MamProcessor) for p in backbone.unet.attn_processors.values())
+
+
+def test_frame0_figures_see_no_change_when_the_copy_is_the_original(kit):
+    module, backbone, _, x, x_aug, prompt, noise, timesteps = kit
+    same = module.frame0_figures(backbone, x, x.clone(), prompt, noise, timesteps)
+    assert same and all(f["change_frame0"] < 1e-5 and f["change_frames1"] < 1e-5 for f in same.values())
+    other = module.frame0_figures(backbone, x, x_aug, prompt, noise, timesteps)
+    assert set(other) == set(same) and all(f["change_frames1"] > 1e-3 for f in other.values())
+    assert not any(isinstance(p, MamProcessor) for p in backbone.unet.attn_processors.values())
