@@ -1,12 +1,12 @@
 """Why the Motion Alignment Module (MAM) costs: the augmented term's gradient against the original's.
 
 Run: ``nice -n 10 .venv/bin/python experiments/mam_gradients.py --project PROJECT [--clips 2] [--draws 12]
-[--threads 1] [--out experiments/results/mam_gradients.json]``
+[--threads 1] [--seed 0] [--out experiments/results/mam_gradients.json]``
 
 ``PROJECT`` holds ``flashctl.toml`` and ``clips/train/*.mp4`` (e.g. an ablation project,
 ``bench/results/dg0-narrow-bow/projects/bow``). Its first ``--clips`` training clips are x; x~ are strong
-re-colourings of them (even clips inverted, odd ones hue-rotated by 90-180 degrees). A fresh motion LoRA with a
-small random B (B = 0 would hide the donor path's effect on LoRA A) is the trainable part. Printed:
+re-colourings of them (even clips inverted, odd ones hue-rotated by 90-180 degrees). A fresh motion LoRA (A seeded by
+``--seed``) with a small random B (B = 0 would hide the donor path's effect on LoRA A) is the trainable part. Printed:
 
 * (a) L(x) from the paired ``[x; x~]`` batch with MAM active vs inert: max |difference| (must be 0).
 * (b) per ablation row, mean over ``--draws`` noise/timestep draws: cos(g_x, g_x~) and |g_x~|/|g_x| for the
@@ -60,7 +60,18 @@ def load_pair(project: Path, clips: int, backbone) -> tuple[torch.Tensor, torch.
         return backbone.encode_video(videos), backbone.encode_video(copies)  # (B, F, c, h, w) each
 
 
-def randomise_lora_b(unet: torch.nn.Module, seed: int = 1, std: float = 0.02) -> None:
+def fresh_lora(backbone, rank: int, alpha: float, seed: int) -> list[torch.nn.Parameter]:
+    """A motion LoRA on the backbone's targets, the same for the same ``seed``: A seeded (peft draws it from the
+    global generator), B small and random from ``seed + 1`` (B = 0 would hide the donor path's effect on A)."""
+    from flashctl.model.lora import add_motion_lora
+
+    torch.manual_seed(seed)
+    params = add_motion_lora(backbone, rank, alpha)
+    randomise_lora_b(backbone.unet, seed + 1)
+    return params
+
+
+def randomise_lora_b(unet: torch.nn.Module, seed: int, std: float = 0.02) -> None:
     """Give every LoRA B a small random value, so gradients reach LoRA A through it."""
     torch.manual_seed(seed)
     for name, p in unet.named_parameters():
@@ -180,6 +191,7 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=2, help="training clips in the batch")
     p.add_argument("--draws", type=int, default=12, help="noise/timestep draws per row")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="seeds the LoRA's A (and, +1, its random B)")
     p.add_argument("--prompt", default="a person bows", help="the action prompt")
     p.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = p.parse_args()
@@ -195,12 +207,10 @@ def main() -> None:
 
     config = load_config(args.project / "flashctl.toml")
     host = host_for(config)
-    model = MotionModel.build(config, host, context_for(config, host, NullReporter()), training=True)
-    backbone = model.backbone
+    backbone = MotionModel.build(config, host, context_for(config, host, NullReporter()), training=True).backbone
     x, x_aug = load_pair(args.project, args.clips, backbone)  # (B, F, c, h, w) each
     prompt = backbone.encode_prompt([args.prompt])  # (1, seq, dim)
-    params = model.add_motion(config.train.lora_rank, config.train.lora_alpha)
-    randomise_lora_b(backbone.unet)
+    params = fresh_lora(backbone, config.train.lora_rank, config.train.lora_alpha, args.seed)
     backbone.unet.train()
 
     fixed = draw(backbone.objective, x, 3, timestep=500)

@@ -6,7 +6,6 @@ from script_kit import loaded_script
 
 from flashctl.config import MamSection
 from flashctl.context import BuildContext
-from flashctl.model.lora import add_motion_lora
 from flashctl.model.motion_alignment import MamProcessor, install_mam, uninstall_mam
 
 from flashctl_animatediff import AnimateDiffOptions
@@ -20,8 +19,7 @@ BOTH = {"motion_align": True, "correspondence_align": True}
 def kit():
     with loaded_script("experiments/mam_gradients.py") as module:
         backbone = build_backbone(TINY, BuildContext())
-        params = add_motion_lora(backbone, 4, 4.0)
-        module.randomise_lora_b(backbone.unet)
+        params = module.fresh_lora(backbone, 4, 4.0, seed=0)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(2, 3, 4, 4, 4, generator=gen)  # (B, F, c, h, w)
         x_aug = torch.randn(2, 3, 4, 4, 4, generator=gen)  # stands in for the re-coloured copies
@@ -76,3 +74,13 @@ def test_frame0_figures_see_no_change_when_the_copy_is_the_original(kit):
     other = module.frame0_figures(backbone, x, x_aug, prompt, noise, timesteps)
     assert set(other) == set(same) and all(f["change_frames1"] > 1e-3 for f in other.values())
     assert not any(isinstance(p, MamProcessor) for p in backbone.unet.attn_processors.values())
+
+
+def test_fresh_lora_is_the_same_for_the_same_seed_whatever_the_global_generator_did(kit):
+    module = kit[0]
+    loras = []
+    for global_seed in (5, 6):
+        torch.manual_seed(global_seed)
+        loras.append(module.fresh_lora(build_backbone(TINY, BuildContext()), 4, 4.0, seed=0))
+    assert all(torch.equal(a, b) for a, b in zip(*loras))
+    assert all(p.abs().max() > 0 for p in loras[0])  # B is random, not peft's zeros
