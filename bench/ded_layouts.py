@@ -45,7 +45,9 @@ def clips(split: str, n: int, frames: int, size: int) -> torch.Tensor:
 
     videos = [render_clip(ACTIONS[i % len(ACTIONS)], frames=frames, size=size, seed=i, split=split)[0]
               for i in range(n)]  # each (F, S, S, 3) uint8
-    return torch.from_numpy(np.stack(videos)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    from flashctl.video import frames_to_tensor
+
+    return torch.stack([frames_to_tensor(v) for v in videos])  # (n, F, 3, S, S)
 
 
 def decode_cost(decoder: Any, backbone: Any, latents: torch.Tensor, reference: torch.Tensor,

@@ -30,7 +30,9 @@ def frames(split: str, clips: int) -> torch.Tensor:
 
     videos = [render_clip(ACTIONS[i % len(ACTIONS)], frames=16, size=64, seed=i, split=split)[0][::4]
               for i in range(clips)]  # each (4, 64, 64, 3) uint8
-    return torch.from_numpy(np.concatenate(videos)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    from flashctl.video import frames_to_tensor
+
+    return frames_to_tensor(np.concatenate(videos))  # (N, 3, 64, 64)
 
 
 def errors(vae: torch.nn.Module, images: torch.Tensor, steps: int) -> dict[str, float]:
