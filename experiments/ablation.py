@@ -271,7 +271,8 @@ def loss_columns(label: str, ratios: dict[int, dict[str, float]]) -> dict[str, f
 
 
 def load_runs(out: Path) -> list[dict[str, Any]]:
-    path = out / RUNS_FILE
+    """The runs of an ablation folder, or of a copy of its ``runs.jsonl`` (``bench/data/*.jsonl``)."""
+    path = out if out.suffix == ".jsonl" else out / RUNS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 

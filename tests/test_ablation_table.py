@@ -19,8 +19,8 @@ def runs(folder: Path, *records: dict) -> Path:
     return folder
 
 
-def record(row: str, seed: int, pose: float, appearance: str = "narrow") -> dict:
-    return {"action": "bow", "row": row, "seed": seed, "appearance": appearance,
+def record(row: str, seed: int, pose: float, appearance: str = "narrow", action: str = "bow") -> dict:
+    return {"action": action, "row": row, "seed": seed, "appearance": appearance,
             "summary": {"keypoints/correlation": pose}}
 
 
@@ -30,7 +30,27 @@ def test_seeds_pool_across_folders_and_a_label_keeps_a_variant_apart(table_modul
     b = runs(tmp_path / "b", record("#1", 1, 0.6))
     c = runs(tmp_path / "c", record("#5", 0, 0.3))
     lines = table_module.table([(a, None), (b, None), (c, "#5, lambda 0.5")]).splitlines()
-    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in lines[2:]}
+    rows = {tuple(cell.strip() for cell in line.split("|")[2:5]): line for line in lines[2:]}
     assert set(rows) == {("-", "base", "0"), ("narrow", "#1", "0,1"), ("narrow", "#5, lambda 0.5", "0")}
     assert "0.500 ± 0.141" in rows[("narrow", "#1", "0,1")]  # mean and sample std of 0.4 and 0.6; the error skipped
-    assert lines[2].split("|")[2].strip() == "base"  # the untrained rows come first
+    assert lines[2].split("|")[3].strip() == "base"  # the untrained rows come first
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
+def test_actions_stay_apart_and_the_bar_is_the_gap_over_twice_the_larger_spread(table_module, tmp_path):
+    jump = runs(tmp_path / "jump", record("base", 0, 0.2, action="jump"), record("base", 1, 0.3, action="jump"),
+                record("#1", 0, 0.5, action="jump"), record("#1", 1, 0.6, action="jump"),
+                record("#6", 0, 0.9, action="jump"))
+    (tmp_path / "copy.jsonl").write_text((jump / "runs.jsonl").read_text())  # a bench/data copy reads the same
+    bow = runs(tmp_path / "bow", record("#1", 0, 0.1), record("#1", 1, 0.2))
+    lines = table_module.table([(tmp_path / "copy.jsonl", None), (bow, None)]).splitlines()[2:]
+    by_row = {tuple(cells(line)[:3]): cells(line) for line in lines}
+    assert set(by_row) == {("bow", "narrow", "#1"), ("jump", "-", "base"), ("jump", "narrow", "#1"),
+                           ("jump", "narrow", "#6")}
+    # jump #1 0.55 vs base 0.25, both spreads 0.0707: 0.30 / 0.1414 = +2.1; one #6 seed and bow (no base) get no verdict
+    assert by_row[("jump", "narrow", "#1")][-1] == "+2.1"
+    assert by_row[("jump", "narrow", "#6")][-1] == ""
+    assert by_row[("bow", "narrow", "#1")][-1] == ""
