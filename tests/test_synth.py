@@ -46,6 +46,8 @@ def test_same_seed_same_clip_other_seed_other_clip():
 def test_pools_share_no_palette_entry_or_style():
     train, heldout = POOLS["train"], POOLS["heldout"]
     for f in fields(Pool):
+        if f.name == "inks":  # neither pool is outlined (tests/test_synth_drawn.py)
+            continue
         a, b = set(getattr(train, f.name)), set(getattr(heldout, f.name))
         assert a and b and not a & b, f.name
     pooled = {"skin": "skin", "hair_color": "hair_colors", "hair_style": "hair_styles", "shirt": "cloth_colors",

@@ -13,8 +13,10 @@ def synth(
                                                "jump, bow, side_bend, soccer_shot.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (created if missing).")],
     clips: Annotated[int, typer.Option("--clips", "-n", help="How many clips (clip i uses seed S+i).")] = 16,
-    appearance_split: Annotated[str, typer.Option("--appearance-split", help="Appearance pool: train or heldout "
-                                                  "(they share no colours or styles).")] = "train",
+    appearance_split: Annotated[str, typer.Option("--appearance-split", help="Appearance split: train or heldout "
+                                                  "(they share no colours or styles), drawn (outlined flat "
+                                                  "cartoons on paper, in colours of their own) or pose (the "
+                                                  "keypoint estimator's random colours).")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first clip.")] = 0,
     frames: Annotated[int, typer.Option("--frames", help="Frames per clip.")] = 16,
     size: Annotated[int, typer.Option("--size", help="Width and height in pixels.")] = 64,

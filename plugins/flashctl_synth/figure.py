@@ -2,10 +2,14 @@
 
 Limbs are tapered capsules; clothes are capsules or quads in the clothing colour with the pattern
 (stripes, pinstripes, checks) laid out along the body part, so patterns move with the limbs.
-In the side view the far arm and leg are drawn first and darker.
+In the side view the far arm and leg are drawn first and darker. A person with an ``ink`` colour (the
+drawn split) is outlined: each shape is drawn first in ink, grown by the line width, then filled, so every
+body part shows an ink edge where it overlaps what was drawn before.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from PIL import ImageDraw
@@ -15,6 +19,7 @@ from .world import Appearance, Body, Color
 
 FAR_SHADE = 0.78
 EYE = (35, 28, 28)
+INK_WIDTH = 0.022  # outline width, in standing body heights
 
 
 def shade(color: Color, k: float) -> Color:
@@ -46,22 +51,37 @@ def pattern_cells(pattern: str, length: float, width: float, period: float) -> l
 
 
 class Pen:
-    """Shapes in pixel coordinates on one PIL image."""
+    """Shapes in pixel coordinates on one PIL image; with an ``ink`` colour each is outlined ``line`` px wide."""
 
-    def __init__(self, draw: ImageDraw.ImageDraw, period: float) -> None:
-        self.draw, self.period = draw, period
+    def __init__(self, draw: ImageDraw.ImageDraw, period: float, ink: Color | None = None, line: float = 0.0) -> None:
+        self.draw, self.period, self.ink, self.line = draw, period, ink, line
 
-    def disc(self, c: np.ndarray, r: float, fill: Color) -> None:
+    def _inked(self, fill: Color, shape: Callable[[Color, float], None], outline: bool = True) -> None:
+        """``shape(colour, grow)`` drawn in ink grown by the line width (when outlining), then in ``fill``."""
+        if outline and self.ink is not None:
+            shape(self.ink, self.line)
+        shape(fill, 0.0)
+
+    def _circle(self, c: np.ndarray, r: float, fill: Color) -> None:
         self.draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=fill)
 
-    def capsule(self, p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, fill: Color) -> None:
-        self.disc(p0, r0, fill)
-        self.disc(p1, r1, fill)
+    def _quad(self, p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, fill: Color) -> None:
+        """The quad around p0..p1 with half-widths r0 at p0 and r1 at p1."""
         axis = p1 - p0
-        length = float(np.hypot(*axis))
-        if length > 1e-6:
-            n = np.array([-axis[1], axis[0]]) / length
-            self.draw.polygon([_pt(p0 + n * r0), _pt(p1 + n * r1), _pt(p1 - n * r1), _pt(p0 - n * r0)], fill=fill)
+        n = np.array([-axis[1], axis[0]]) / max(float(np.hypot(*axis)), 1e-6)
+        self.draw.polygon([_pt(p0 + n * r0), _pt(p1 + n * r1), _pt(p1 - n * r1), _pt(p0 - n * r0)], fill=fill)
+
+    def disc(self, c: np.ndarray, r: float, fill: Color, outline: bool = True) -> None:
+        self._inked(fill, lambda colour, grow: self._circle(c, r + grow, colour), outline)
+
+    def capsule(self, p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, fill: Color) -> None:
+        def shape(colour: Color, grow: float) -> None:
+            self._circle(p0, r0 + grow, colour)
+            self._circle(p1, r1 + grow, colour)
+            if float(np.hypot(*(p1 - p0))) > 1e-6:
+                self._quad(p0, p1, r0 + grow, r1 + grow, colour)
+
+        self._inked(fill, shape)
 
     def cloth(self, p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, colors: tuple[Color, Color], pattern: str,
               caps: bool = True) -> None:
@@ -72,7 +92,9 @@ class Pen:
         if caps:
             self.capsule(p0, p1, r0, r1, colors[0])
         else:
-            self.draw.polygon([_pt(p0 + n * r0), _pt(p1 + n * r1), _pt(p1 - n * r1), _pt(p0 - n * r0)], fill=colors[0])
+            along = axis / max(length, 1e-6)
+            self._inked(colors[0], lambda colour, grow: self._quad(p0 - along * grow, p1 + along * grow, r0 + grow,
+                                                                   r1 + grow, colour))
 
         def at(u: float, v: float) -> tuple[float, float]:
             return _pt(p0 + axis * v + n * u * (r0 + (r1 - r0) * v))
@@ -83,8 +105,12 @@ class Pen:
     def oval(self, c: np.ndarray, up: np.ndarray, fwd: np.ndarray, rx: float, ry: float, fill: Color) -> None:
         """An ellipse turned with the head: ``up`` and ``fwd`` are its unit axes."""
         t = np.linspace(0, 2 * np.pi, 28, endpoint=False)
-        points = c + np.outer(np.cos(t), up) * ry + np.outer(np.sin(t), fwd) * rx  # (28, 2)
-        self.draw.polygon([_pt(p) for p in points], fill=fill)
+
+        def shape(colour: Color, grow: float) -> None:
+            points = c + np.outer(np.cos(t), up) * (ry + grow) + np.outer(np.sin(t), fwd) * (rx + grow)  # (28, 2)
+            self.draw.polygon([_pt(p) for p in points], fill=colour)
+
+        self._inked(fill, shape)
 
 
 class PersonPainter:
@@ -94,7 +120,7 @@ class PersonPainter:
         self.body, self.look = body, look
 
     def draw(self, draw: ImageDraw.ImageDraw, sk: Skeleton) -> None:
-        pen = Pen(draw, self.look.pattern_period * sk.scale)
+        pen = Pen(draw, self.look.pattern_period * sk.scale, self.look.ink, INK_WIDTH * sk.scale)
         near = "right" if sk.facing > 0 else "left"
         far = "left" if near == "right" else "right"
         if sk.view == "front":
@@ -197,6 +223,6 @@ class PersonPainter:
         pen.oval(face, up, fwd, rx * (0.82 if side else 0.93), ry * 0.84, look.skin)
         eyes = (0.55,) if side else (-0.4, 0.4)
         for e in eyes:
-            pen.disc(face + up * ry * 0.12 + fwd * rx * e, 0.1 * rx, EYE)
+            pen.disc(face + up * ry * 0.12 + fwd * rx * e, 0.1 * rx, EYE, outline=False)
         if side:
-            pen.disc(face + fwd * rx * 0.82 - up * ry * 0.05, 0.16 * rx, look.skin)  # nose
+            pen.disc(face + fwd * rx * 0.82 - up * ry * 0.05, 0.16 * rx, look.skin, outline=False)  # nose

@@ -2,7 +2,8 @@
 
 Styles: ``flat``, ``gradient`` and ``room`` (wall, floor boards) belong to the train pool;
 ``noise``, ``tiles`` (a chequered floor in perspective) and ``outdoor`` (sky, hills, ground) to the
-held-out pool. Random texture comes from the appearance's ``texture_seed``.
+held-out pool; ``paper`` (plain paper with a floor band whose top edge is near the feet) to the drawn split.
+Random texture comes from the appearance's ``texture_seed``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def background(look: Appearance, body: Body, width: int, height: int) -> Image.I
         checker = (np.floor(across * 3) + np.floor(distance * 2)) % 2
         image = np.where(floor[..., None], _mix(light, dark, 0.35 + 0.45 * checker), _mix(light, dark, 0.05 * ys))
         return _rgb(image)
+    if look.background == "paper":
+        band = rows >= floor_y - rng.uniform(0.0, 0.04) * height
+        return _rgb(np.where(band[..., None], np.asarray(dark, float), np.asarray(light, float)))
     if look.background == "outdoor":
         sky = _mix((235, 240, 250), light, ys * height / max(horizon, 1))
         ground = _mix(dark, np.asarray(dark) * 0.8, _smooth_noise(rng, width, height, 16))

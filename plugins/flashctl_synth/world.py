@@ -7,6 +7,10 @@ pool, and so does every hair style, clothing pattern and background style. A mod
 Body proportions, framing, sleeve and leg lengths are drawn from the same ranges in both pools.
 A third split, ``pose``, trains the keypoint estimator (:mod:`.keypoint_net`) and no evaluation
 uses it: every colour is uniformly random RGB and every style of both pools is possible.
+A fourth split, ``drawn``, is a flat cartoon like ``examples/drawn_figure.png``, for scoring on a picture
+unlike the training world: plain clothes, every body part outlined in dark ink, on warm paper with a floor
+band. Its palette (skin, hair, clothes, shoes, paper, floor and ink) shares no entry with either pool; it
+takes the hair styles of both. Body proportions and framing are drawn as for the other splits.
 All lengths are fractions of the standing body height.
 """
 
@@ -20,8 +24,9 @@ from .errors import SynthSettingError
 
 Color = tuple[int, int, int]
 
-SPLITS = ("train", "heldout", "pose")  # a split's index seeds its people: append, never reorder
+SPLITS = ("train", "heldout", "pose", "drawn")  # a split's index seeds its people: append, never reorder
 POSE_SPLIT = "pose"
+DRAWN_SPLIT = "drawn"
 
 # Every palette is split by alternating entries, so each pool spans the whole range (light to dark).
 SKIN_TONES: tuple[Color, ...] = (
@@ -49,6 +54,21 @@ BACKGROUND_PAIRS: tuple[tuple[Color, Color], ...] = (
     ((235, 210, 230), (170, 130, 160)), ((180, 190, 160), (100, 110, 80)), ((170, 200, 255), (150, 120, 80)),
     ((210, 190, 170), (100, 80, 60)),
 )
+# The drawn split's own palette (paper, floor band) pairs and ink: none of these is in the entries above.
+DRAWN_SKIN: tuple[Color, ...] = ((250, 210, 170), (236, 196, 160), (214, 162, 120), (180, 126, 88), (132, 88, 60),
+                                 (98, 66, 46))
+DRAWN_HAIR: tuple[Color, ...] = ((120, 60, 140), (30, 24, 40), (200, 120, 40), (90, 50, 40), (230, 190, 90),
+                                 (60, 110, 150))
+DRAWN_CLOTHES: tuple[Color, ...] = (
+    (60, 140, 200), (235, 75, 75), (250, 200, 50), (90, 180, 110), (160, 100, 200), (240, 130, 170),
+    (40, 90, 130), (210, 120, 50), (120, 200, 200), (100, 80, 170), (245, 160, 60), (70, 160, 90),
+)
+DRAWN_SHOES: tuple[Color, ...] = ((70, 40, 30), (50, 50, 70), (180, 40, 60))
+DRAWN_PAPERS: tuple[tuple[Color, Color], ...] = (
+    ((246, 236, 214), (214, 190, 150)), ((242, 230, 204), (206, 182, 142)), ((249, 241, 222), (222, 198, 160)),
+    ((240, 226, 198), (200, 172, 134)),
+)
+INKS: tuple[Color, ...] = ((40, 32, 30), (30, 30, 40), (55, 40, 35), (25, 35, 55))
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,7 @@ class Pool:
     patterns: tuple[str, ...]
     backgrounds: tuple[str, ...]
     background_pairs: tuple[tuple[Color, Color], ...]
+    inks: tuple[Color, ...] = ()  # outline colours; none: no outlines
 
 
 def _half(entries: tuple, split: int) -> tuple:
@@ -82,6 +103,11 @@ POOLS: dict[str, Pool] = {
     )
     for i, name in enumerate(SPLITS[:2])  # the pooled splits, train and heldout
 }
+POOLS[DRAWN_SPLIT] = Pool(
+    skin=DRAWN_SKIN, hair_colors=DRAWN_HAIR, hair_styles=POOLS["train"].hair_styles + POOLS["heldout"].hair_styles,
+    cloth_colors=DRAWN_CLOTHES, shoe_colors=DRAWN_SHOES, patterns=("plain",), backgrounds=("paper",),
+    background_pairs=DRAWN_PAPERS, inks=INKS,
+)
 
 
 def _random_pool(rng: np.random.Generator) -> Pool:
@@ -90,7 +116,7 @@ def _random_pool(rng: np.random.Generator) -> Pool:
     def colours(n: int) -> tuple[Color, ...]:
         return tuple(tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(n))
 
-    both = list(POOLS.values())
+    both = [POOLS[name] for name in SPLITS[:2]]
     return Pool(
         skin=colours(1), hair_colors=colours(1), hair_styles=tuple(s for p in both for s in p.hair_styles),
         cloth_colors=colours(4), shoe_colors=colours(1), patterns=tuple(s for p in both for s in p.patterns),
@@ -119,6 +145,7 @@ class Appearance:
     background: str
     background_colors: tuple[Color, Color]
     texture_seed: int         # fixes the background's noise and scenery
+    ink: Color | None = None  # every body part outlined in this colour (the drawn split); None: no outlines
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,7 +182,7 @@ class Body:
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise SynthSettingError(f"appearance split {split!r} is not one of: {', '.join(SPLITS)}",
-                                hint="use --appearance-split train or --appearance-split heldout")
+                                hint=f"use --appearance-split with one of: {', '.join(SPLITS)}")
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> object:
@@ -185,6 +212,7 @@ def sample_appearance(rng: np.random.Generator, split: str) -> Appearance:
         background=_pick(rng, pool.backgrounds),
         background_colors=_pick(rng, pool.background_pairs),
         texture_seed=int(rng.integers(2**31)),
+        ink=_pick(rng, pool.inks) if pool.inks else None,
     )
 
 
