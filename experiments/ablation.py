@@ -2,7 +2,10 @@
 
 Per action, a project under ``--out`` whose ``flashctl.toml`` is the repository's (the embedded base,
 animate's guidance, anchoring and sampler; ``--config`` names another), with ``--clips`` training
-clips and ``--heldout`` held-out-pool clips (first frame = reference, the clip = ground truth).
+clips and ``--heldout`` held-out clips (first frame = reference, the clip = ground truth) of the
+``--heldout-split`` people: ``heldout`` (the held-out appearance pool) or ``drawn`` (outlined flat cartoons
+on paper, like ``examples/drawn_figure.png``). The project records that split in ``heldout_split.json``
+and a later invocation with another split refuses it: score drawn people in a fresh ``--out`` folder.
 ``--appearance diverse`` draws a different train-pool person for every training clip;
 ``narrow`` (the setting MAM is for) only ``--people`` of them, each clip another variation of the
 action. Rows (``--rows``, any subset, in any number of invocations):
@@ -21,7 +24,8 @@ training people only.
 
 ``--reuse-from DIR`` scores motions an earlier ablation folder already trained (same action, row and seed:
 its ``projects/<action>/motions/<name>`` is copied here) instead of training them again, e.g. after a
-sampler or metric change; rows it does not have are trained as usual.
+sampler or metric change, or on drawn people (``--heldout-split drawn``); rows it does not have are trained
+as usual.
 
 Every finished (action, row, seed) is appended to ``runs.jsonl`` and skipped when the command runs
 again, so a long ablation resumes row by row; ``ablation.json`` and ``ablation.md`` (mean ± std over
@@ -56,6 +60,7 @@ DEFAULT_OUT = REPO / "experiments" / "results" / "ablation"
 SWITCHES = ("strong_augment", "motion_align", "correspondence_align", "detail_decoder")
 MAM_SWITCHES = ("motion_align", "correspondence_align")  # under [train.mam]
 RUNS_FILE = "runs.jsonl"
+HELDOUT_SPLIT_FILE = "heldout_split.json"  # in a project: the split its held-out clips were drawn from
 LOSS_BANDS = {"structure": lambda t: t >= 700, "detail": lambda t: t <= 300}
 
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling experiment, also when loaded by path
@@ -139,7 +144,7 @@ def project_dir(out: Path, action: str) -> Path:
 def make_project(out: Path, action: str, args: argparse.Namespace) -> tuple[Path, list[Path]]:
     """The action's project (made once, reused on resume): flashctl.toml, train clips, held-out clips.
 
-    Returns (config path, held-out clips).
+    Returns (config path, held-out clips). Refuses a project whose held-out clips are of another split.
     """
     from flashctl_synth.render import write_clips
 
@@ -151,11 +156,17 @@ def make_project(out: Path, action: str, args: argparse.Namespace) -> tuple[Path
         people = args.people if args.appearance == "narrow" else None
         write_clips(action, args.clips, project / "clips" / "train", frames=args.frames, size=args.size,
                     split="train", people=people, canonical=args.canonical)
-        write_clips(action, args.heldout, heldout_dir, frames=args.frames, size=args.size, split="heldout",
-                    seed=100, canonical=args.canonical)
+        write_clips(action, args.heldout, heldout_dir, frames=args.frames, size=args.size,
+                    split=args.heldout_split, seed=100, canonical=args.canonical)
+        (project / HELDOUT_SPLIT_FILE).write_text(json.dumps({"split": args.heldout_split}) + "\n")
         # the project config is the one `flashctl animate` uses, with this project's library
         text = Path(args.config).read_text().replace('path = "motions"', f'path = "{project / "motions"}"')
         config.write_text(text)
+    made = project / HELDOUT_SPLIT_FILE
+    split = json.loads(made.read_text())["split"] if made.is_file() else "heldout"  # older projects: heldout
+    if split != args.heldout_split:
+        raise SystemExit(f"{project}: its held-out clips are {split} people, not --heldout-split "
+                         f"{args.heldout_split}; pass a fresh --out folder")
     return config, sorted(heldout_dir.glob("*.mp4"))
 
 
@@ -195,7 +206,8 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
     name = f"{action}-{variant.row.lstrip('#')}-s{seed}"
     reporter = StderrReporter()
     record: dict[str, Any] = {"action": action, "row": variant.row, "seed": seed, "motion": name,
-                              "appearance": args.appearance, "steps": args.steps if variant.trained else 0}
+                              "appearance": args.appearance, "heldout_split": args.heldout_split,
+                              "steps": args.steps if variant.trained else 0}
     try:
         if library.exists(name):
             library.remove(name)
@@ -353,7 +365,8 @@ def write_report(out: Path, args: argparse.Namespace, records: list[dict[str, An
                            if k != "variants"},
               "machine": machine(), "rows": rows, "runs": records, "higher_is_better": directions}
     (out / "ablation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "ablation.md").write_text(f"# Ablation ({args.appearance} appearance, {args.steps} steps)\n\n" + table)
+    (out / "ablation.md").write_text(f"# Ablation ({args.appearance} appearance, {args.steps} steps, "
+                                     f"{args.heldout_split} held-out people)\n\n" + table)
     report["table"] = table
     return report
 
@@ -399,6 +412,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="training and held-out people all face right and lead with the right limbs")
     p.add_argument("--clips", type=int, default=16, help="training clips")
     p.add_argument("--heldout", type=int, default=8, help="held-out clips (references + ground truth)")
+    p.add_argument("--heldout-split", choices=["heldout", "drawn"], default="heldout",
+                   help="the held-out clips' people: the held-out appearance pool, or drawn cartoons")
     p.add_argument("--steps", type=int, default=200, help="training steps per trained row")
     p.add_argument("--lr", type=float, default=None, help="train.lr (default: the project config's)")
     p.add_argument("--rank", type=int, default=None, help="train.lora_rank (alpha = rank)")

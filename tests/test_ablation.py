@@ -78,6 +78,22 @@ def test_aggregate_means_and_stds_over_seeds_per_action(ablation):
     assert "22.0 ± 2.8" in table and "bow #3: boom" in table and "first-frame/psnr ↑" in table
 
 
+def test_heldout_split_picks_the_reference_people_and_a_project_keeps_its_split(ablation, tmp_path):
+    import json
+
+    drawn = ablation.parse(["--quick", "--clips", "1", "--heldout-split", "drawn"])
+    config, clips = ablation.make_project(tmp_path, "bow", drawn)
+    assert [c.name for c in clips] == ["bow_drawn_00100.mp4", "bow_drawn_00101.mp4"]
+    assert {json.loads(c.with_suffix(".json").read_text())["split"] for c in clips} == {"drawn"}
+    assert ablation.make_project(tmp_path, "bow", drawn) == (config, clips)  # reused as it is
+    with pytest.raises(SystemExit, match="held-out clips are drawn people, not --heldout-split heldout"):
+        ablation.make_project(tmp_path, "bow", ablation.parse(["--quick", "--clips", "1"]))
+    (config.parent / ablation.HELDOUT_SPLIT_FILE).unlink()  # a project from before the option: heldout people
+    with pytest.raises(SystemExit, match="held-out clips are heldout people, not --heldout-split drawn"):
+        ablation.make_project(tmp_path, "bow", drawn)
+    assert ablation.parse([]).heldout_split == "heldout"
+
+
 def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--quick", "--rows", "base", "frozen", "1", "6", "--out", "out", "--metrics", "smoothness"]  # cwd: tmp_path
@@ -116,3 +132,16 @@ def test_quick_run_end_to_end_then_resumes_without_rerunning(ablation, tmp_path,
     first = {r["row"]: r for r in map(json.loads, lines)}
     assert [r["row"] for r in runs] == ["#1", "#6"] and not [r for r in runs if "error" in r]
     assert all(r["reused_from"].endswith(r["motion"]) and r["train_s"] == first[r["row"]]["train_s"] for r in runs)
+    assert {r["heldout_split"] for r in runs + list(first.values())} == {"heldout"}
+    # the same trained motion scored on drawn people
+    drawn = ["--quick", "--rows", "1", "--out", "drawn", "--metrics", "smoothness", "--reuse-from", "out",
+             "--heldout-split", "drawn"]
+    monkeypatch.setattr("flashctl.pipeline.train.train", lambda *a, **k: pytest.fail("a reused row was retrained"))
+    try:
+        assert ablation.main(drawn) == 0
+    finally:
+        monkeypatch.undo()
+    (run,) = ablation.load_runs(tmp_path / "drawn")
+    assert run["heldout_split"] == "drawn" and run["reused_from"].endswith(run["motion"]) and "error" not in run
+    assert sorted(p.name for p in (tmp_path / "drawn" / "projects" / "bow" / "clips" / "heldout").glob("*.mp4")) == \
+        ["bow_drawn_00100.mp4", "bow_drawn_00101.mp4"]
