@@ -4,7 +4,7 @@
         [bench/results/lam05-narrow-bow="#5, lambda 0.5"] [bench/data/demo-jump.jsonl]
 
 A folder given as ``FOLDER=LABEL`` shows its rows under that label (a variant run with ``--set``); rows
-are grouped by (action, training set, row) across folders, so seeds trained in different folders pool.
+are grouped by (action, held-out split, training set, row) across folders, so seeds trained in different folders pool.
 A ``.jsonl`` path stands for a folder's ``runs.jsonl`` (the copies kept in ``bench/data/``).
 
 The last column is issue 10's bar for a trained row: its pose-correlation gap over the same action's base
@@ -47,13 +47,19 @@ def bar(records: list[dict], base: list[dict]) -> str:
     return f"{gap / (2 * spread):+.1f}" if spread > 0 else ("inf" if gap > 0 else "-inf")
 
 
+def scored_on(record: dict) -> str:
+    """The action, and the held-out people it was scored on when they are not the ``heldout`` pool."""
+    split = record.get("heldout_split", "heldout")
+    return record["action"] + ("" if split == "heldout" else f" ({split} people)")
+
+
 def table(folders: list[tuple[Path, str | None]]) -> str:
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for folder, label in folders:
         for record in load_runs(folder):
             if "error" not in record:
                 set_name = "-" if record["row"] in UNTRAINED else record["appearance"]
-                groups[(record["action"], set_name, label or record["row"])].append(record)
+                groups[(scored_on(record), set_name, label or record["row"])].append(record)
     lines = ["| action | training set | row | seeds | " + " | ".join(title for _, title in COLUMNS)
              + " | pose gap / 2 spreads ↑ |", "|---|---|---|---|" + "---:|" * (len(COLUMNS) + 1)]
     order = {"frozen": 0, "base": 1}

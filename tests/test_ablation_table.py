@@ -54,3 +54,12 @@ def test_actions_stay_apart_and_the_bar_is_the_gap_over_twice_the_larger_spread(
     assert by_row[("jump", "narrow", "#1")][-1] == "+2.1"
     assert by_row[("jump", "narrow", "#6")][-1] == ""
     assert by_row[("bow", "narrow", "#1")][-1] == ""
+
+
+def test_runs_scored_on_drawn_people_stay_apart_from_held_out_ones(table_module, tmp_path):
+    drawn = [dict(record(row, seed, pose, action="jump"), heldout_split="drawn")
+             for row, seed, pose in (("base", 0, 0.1), ("base", 1, 0.1), ("#1", 0, 0.9), ("#1", 1, 0.9))]
+    a = runs(tmp_path / "a", record("base", 0, 0.5, action="jump"), *drawn)
+    rows = {tuple(cells(line)[:4]) for line in table_module.table([(a, None)]).splitlines()[2:]}
+    assert rows == {("jump", "-", "base", "0"), ("jump (drawn people)", "-", "base", "0,1"),
+                    ("jump (drawn people)", "narrow", "#1", "0,1")}
