@@ -3,8 +3,10 @@
 * actor.png: a held-out-pool synthetic actor (`flashctl synth arm_wave --appearance-split heldout --seed 7`).
 * actor_side.png: the same person seen from the side, facing right, as the demo motions' clips are
   (`flashctl synth bow --appearance-split heldout --seed 7 --canonical`).
-* drawn_figure.png: a flat cartoon figure in a palette neither synthetic pool uses (outlined shapes on
-  a warm paper background), to check how animation copes with an image unlike the training world.
+* drawn_figure.png: a flat cartoon figure (outlined shapes on a warm paper background; its shirt, (230, 90, 60),
+  is a held-out clothing colour, the rest belongs to neither pool), to check how animation copes with an
+  image unlike the training world. `flashctl synth --appearance-split drawn` renders people in this style
+  doing any action, with ground truth, for scoring.
 """
 
 from __future__ import annotations
