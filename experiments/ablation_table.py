@@ -44,7 +44,7 @@ def bar(records: list[dict], base: list[dict]) -> str:
         return ""
     spread = max(statistics.stdev(mine), statistics.stdev(theirs))
     gap = statistics.fmean(mine) - statistics.fmean(theirs)
-    return f"{gap / (2 * spread):+.1f}" if spread > 0 else ("inf" if gap > 0 else "-inf")
+    return f"{gap / (2 * spread):+.2f}" if spread > 0 else ("inf" if gap > 0 else "-inf")
 
 
 def scored_on(record: dict) -> str:

@@ -50,8 +50,8 @@ def test_actions_stay_apart_and_the_bar_is_the_gap_over_twice_the_larger_spread(
     by_row = {tuple(cells(line)[:3]): cells(line) for line in lines}
     assert set(by_row) == {("bow", "narrow", "#1"), ("jump", "-", "base"), ("jump", "narrow", "#1"),
                            ("jump", "narrow", "#6")}
-    # jump #1 0.55 vs base 0.25, both spreads 0.0707: 0.30 / 0.1414 = +2.1; one #6 seed and bow (no base) get no verdict
-    assert by_row[("jump", "narrow", "#1")][-1] == "+2.1"
+    # jump #1 0.55 vs base 0.25, both spreads 0.0707: 0.30 / 0.1414 = +2.12; one #6 seed and bow (no base) get no verdict
+    assert by_row[("jump", "narrow", "#1")][-1] == "+2.12"
     assert by_row[("jump", "narrow", "#6")][-1] == ""
     assert by_row[("bow", "narrow", "#1")][-1] == ""
 
