@@ -4,8 +4,8 @@ Per action, a project under ``--out`` whose ``flashctl.toml`` is the repository'
 animate's guidance, anchoring and sampler; ``--config`` names another), with ``--clips`` training
 clips and ``--heldout`` held-out clips (first frame = reference, the clip = ground truth) of the
 ``--heldout-split`` people: ``heldout`` (the held-out appearance pool) or ``drawn`` (outlined flat cartoons
-on paper, like ``examples/drawn_figure.png``). The project records that split in ``heldout_split.json``
-and a later invocation with another split refuses it: score drawn people in a fresh ``--out`` folder.
+on paper, like ``examples/drawn_figure.png``). A project's clips keep their split (in each clip's JSON), and a
+later invocation with another split refuses the project: score drawn people in a fresh ``--out`` folder.
 ``--appearance diverse`` draws a different train-pool person for every training clip;
 ``narrow`` (the setting MAM is for) only ``--people`` of them, each clip another variation of the
 action. Rows (``--rows``, any subset, in any number of invocations):
@@ -60,7 +60,6 @@ DEFAULT_OUT = REPO / "experiments" / "results" / "ablation"
 SWITCHES = ("strong_augment", "motion_align", "correspondence_align", "detail_decoder")
 MAM_SWITCHES = ("motion_align", "correspondence_align")  # under [train.mam]
 RUNS_FILE = "runs.jsonl"
-HELDOUT_SPLIT_FILE = "heldout_split.json"  # in a project: the split its held-out clips were drawn from
 LOSS_BANDS = {"structure": lambda t: t >= 700, "detail": lambda t: t <= 300}
 
 sys.path.insert(0, str(Path(__file__).parent))  # the sibling experiment, also when loaded by path
@@ -158,16 +157,15 @@ def make_project(out: Path, action: str, args: argparse.Namespace) -> tuple[Path
                     split="train", people=people, canonical=args.canonical)
         write_clips(action, args.heldout, heldout_dir, frames=args.frames, size=args.size,
                     split=args.heldout_split, seed=100, canonical=args.canonical)
-        (project / HELDOUT_SPLIT_FILE).write_text(json.dumps({"split": args.heldout_split}) + "\n")
         # the project config is the one `flashctl animate` uses, with this project's library
         text = Path(args.config).read_text().replace('path = "motions"', f'path = "{project / "motions"}"')
         config.write_text(text)
-    made = project / HELDOUT_SPLIT_FILE
-    split = json.loads(made.read_text())["split"] if made.is_file() else "heldout"  # older projects: heldout
+    clips = sorted(heldout_dir.glob("*.mp4"))
+    split = json.loads(clips[0].with_suffix(".json").read_text())["split"]  # every clip's JSON names its split
     if split != args.heldout_split:
         raise SystemExit(f"{project}: its held-out clips are {split} people, not --heldout-split "
                          f"{args.heldout_split}; pass a fresh --out folder")
-    return config, sorted(heldout_dir.glob("*.mp4"))
+    return config, clips
 
 
 def variant_config(config_path: Path, variant: Variant, seed: int, args: argparse.Namespace) -> Any:

@@ -88,9 +88,10 @@ def test_heldout_split_picks_the_reference_people_and_a_project_keeps_its_split(
     assert ablation.make_project(tmp_path, "bow", drawn) == (config, clips)  # reused as it is
     with pytest.raises(SystemExit, match="held-out clips are drawn people, not --heldout-split heldout"):
         ablation.make_project(tmp_path, "bow", ablation.parse(["--quick", "--clips", "1"]))
-    (config.parent / ablation.HELDOUT_SPLIT_FILE).unlink()  # a project from before the option: heldout people
+    heldout = ablation.parse(["--quick", "--clips", "1"])
+    ablation.make_project(tmp_path / "other", "bow", heldout)
     with pytest.raises(SystemExit, match="held-out clips are heldout people, not --heldout-split drawn"):
-        ablation.make_project(tmp_path, "bow", drawn)
+        ablation.make_project(tmp_path / "other", "bow", drawn)
     assert ablation.parse([]).heldout_split == "heldout"
 
 
