@@ -235,7 +235,7 @@ def run_variant(config_path: Path, action: str, variant: Variant, seed: int, hel
                 result.higher_is_better.update({f"{label}/{band}": False for band in LOSS_BANDS})
         record["eval_s"] = time.perf_counter() - t0
     except FlashctlError as exc:  # one row that fails must not lose the others
-        record["error"] = f"{exc} ({exc.hint})" if getattr(exc, "hint", "") else str(exc)
+        record["error"] = str(exc)  # the message and its hint
         return record
     record["summary"] = result.summary
     record["higher_is_better"] = result.higher_is_better
