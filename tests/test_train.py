@@ -118,6 +118,25 @@ def test_extra_lora_targets_are_trained_recorded_and_loaded_back(tmp_path, host)
         assert torch.equal(loaded[name].detach(), saved[key]), key
 
 
+def test_extra_targets_may_be_layers_diffusers_calls_by_keyword(tmp_path, host):
+    # the motion modules call proj_in/proj_out as proj_in(input=...); a LoRA'd layer must accept that
+    extra = r".*motion_modules\.\d+\.proj_(in|out)"
+    config = tiny_config(tmp_path, train={"lora_extra_targets": [extra], "lr": 1e-2})
+    library = make_action(config)
+    result = train(config, library, "slide", host, steps=2)
+    with safe_open(str(result.weights_dir / "lora.safetensors"), framework="pt") as fh:
+        trained = [k for k in fh.keys() if ".proj_in.lora_B" in k or ".proj_out.lora_B" in k]
+        assert trained and all(fh.get_tensor(k).abs().sum() > 0 for k in trained)
+
+
+def test_an_extra_target_that_matches_no_layer_is_refused_by_name(tmp_path, host):
+    config = tiny_config(tmp_path, train={"lora_extra_targets": [r".*motion_modules\.\d+\.to_qq"]})
+    library = make_action(config)
+    with pytest.raises(ConfigError, match=r"lora_extra_targets: '\.\*motion_modules.*to_qq' matches no layer") as err:
+        train(config, library, "slide", host, steps=1)
+    assert "motion_modules" in err.value.hint and not library.is_trained("slide")
+
+
 def test_preview_samples_with_the_animate_guidance(tmp_path, host, monkeypatch):
     calls = []
     real_sample = flash.sample

@@ -8,11 +8,12 @@ and shared.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
-from ..errors import IncompatibleMotionError
+from ..errors import ConfigError, IncompatibleMotionError
 from .interfaces import Backbone
 
 ADAPTER = "motion"
@@ -39,13 +40,47 @@ def add_motion_lora(backbone: Backbone, rank: int, alpha: float,
     from peft import inject_adapter_in_model
 
     unet = backbone.unet  # peft directly: not every diffusers U-Net has add_adapter (SVD's has none)
-    config = lora_config(targets or lora_targets(backbone), rank, alpha)
+    targets = targets or lora_targets(backbone)
+    _check_extra_targets(unet, [t for t in targets if t not in backbone.lora_targets])
+    config = lora_config(targets, rank, alpha)
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    _accept_input_keyword(unet)
     unet.requires_grad_(False)
     params = [p for n, p in unet.named_parameters() if ".lora_" in n]
     for p in params:
         p.requires_grad_(True)
     return params
+
+
+def _check_extra_targets(unet: torch.nn.Module, patterns: list[str]) -> None:
+    """Refuse a ``train.lora_extra_targets`` pattern that matches no layer (it would silently train nothing)."""
+    names = [n for n, _ in unet.named_modules()]
+    linears = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
+    for pattern in patterns:
+        if not any(re.fullmatch(pattern, name) for name in names):  # peft matches whole module names
+            example = next((n for n in linears if "motion_modules" in n), linears[0] if linears else "")
+            raise ConfigError(f"train.lora_extra_targets: {pattern!r} matches no layer of this U-Net",
+                              hint=f"the regex must match a whole layer name, e.g. {example!r}")
+
+
+def _accept_input_keyword(unet: torch.nn.Module) -> None:
+    """Let wrapped layers be called as ``layer(input=x)``, as diffusers' motion modules call proj_in/proj_out.
+
+    peft's LoRA layers take the input as ``x``; without this, a ``train.lora_extra_targets`` pattern that
+    matches such a layer fails at the first step with "forward() missing 1 required positional argument".
+    """
+    from peft.tuners.lora import LoraLayer
+
+    def positional(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if args or "input" not in kwargs:
+            return None
+        kwargs = dict(kwargs)
+        return (kwargs.pop("input"),), kwargs
+
+    for layer in unet.modules():
+        if isinstance(layer, LoraLayer) and not getattr(layer, "_flashctl_input_keyword", False):
+            layer.register_forward_pre_hook(positional, with_kwargs=True)
+            layer._flashctl_input_keyword = True
 
 
 def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:
