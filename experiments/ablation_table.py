@@ -3,7 +3,8 @@
     python experiments/ablation_table.py bench/results/soft-diverse-bow bench/results/soft-narrow-bow \
         [bench/results/lam05-narrow-bow="#5, lambda 0.5"] [bench/data/demo-jump.jsonl]
 
-A folder given as ``FOLDER=LABEL`` shows its rows under that label (a variant run with ``--set``); rows
+A folder given as ``FOLDER=LABEL`` shows its rows under that label (a variant run with ``--set``;
+``{row}`` in the label stands for each record's row, so ``FOLDER="{row}, keep"`` keeps #5 and #6 apart); rows
 are grouped by (action, held-out split, training set, row) across folders, so seeds trained in different folders pool.
 A ``.jsonl`` path stands for a folder's ``runs.jsonl`` (the copies kept in ``bench/data/``).
 
@@ -59,7 +60,8 @@ def table(folders: list[tuple[Path, str | None]]) -> str:
         for record in load_runs(folder):
             if "error" not in record:
                 set_name = "-" if record["row"] in UNTRAINED else record["appearance"]
-                groups[(scored_on(record), set_name, label or record["row"])].append(record)
+                row = label.replace("{row}", record["row"]) if label else record["row"]
+                groups[(scored_on(record), set_name, row)].append(record)
     lines = ["| action | training set | row | seeds | " + " | ".join(title for _, title in COLUMNS)
              + " | pose gap / 2 spreads ↑ |", "|---|---|---|---|" + "---:|" * (len(COLUMNS) + 1)]
     order = {"frozen": 0, "base": 1}

@@ -36,6 +36,12 @@ def test_seeds_pool_across_folders_and_a_label_keeps_a_variant_apart(table_modul
     assert lines[2].split("|")[3].strip() == "base"  # the untrained rows come first
 
 
+def test_a_label_with_row_keeps_a_folders_rows_apart(table_module, tmp_path):
+    keep = runs(tmp_path / "keep", record("#5", 0, 0.3), record("#6", 0, 0.5), record("#6", 1, 0.7))
+    lines = table_module.table([(keep, "{row}, keep")]).splitlines()[2:]
+    assert sorted(cells(line)[2:4] for line in lines) == [["#5, keep", "0"], ["#6, keep", "0,1"]]
+
+
 def cells(line: str) -> list[str]:
     return [c.strip() for c in line.split("|")[1:-1]]
 
