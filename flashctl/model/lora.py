@@ -40,9 +40,7 @@ def add_motion_lora(backbone: Backbone, rank: int, alpha: float,
     from peft import inject_adapter_in_model
 
     unet = backbone.unet  # peft directly: not every diffusers U-Net has add_adapter (SVD's has none)
-    targets = targets or lora_targets(backbone)
-    _check_extra_targets(unet, [t for t in targets if t not in backbone.lora_targets])
-    config = lora_config(targets, rank, alpha)
+    config = lora_config(targets or lora_targets(backbone), rank, alpha)
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
     _accept_input_keyword(unet)
     unet.requires_grad_(False)
@@ -52,12 +50,12 @@ def add_motion_lora(backbone: Backbone, rank: int, alpha: float,
     return params
 
 
-def _check_extra_targets(unet: torch.nn.Module, patterns: list[str]) -> None:
+def check_extra_targets(backbone: Backbone, patterns: list[str] | tuple[str, ...]) -> None:
     """Refuse a ``train.lora_extra_targets`` pattern that matches no layer (it would silently train nothing)."""
-    names = [n for n, _ in unet.named_modules()]
-    linears = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
+    modules = dict(backbone.unet.named_modules())
     for pattern in patterns:
-        if not any(re.fullmatch(pattern, name) for name in names):  # peft matches whole module names
+        if not any(re.fullmatch(pattern, name) for name in modules):  # peft matches whole module names
+            linears = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
             example = next((n for n in linears if "motion_modules" in n), linears[0] if linears else "")
             raise ConfigError(f"train.lora_extra_targets: {pattern!r} matches no layer of this U-Net",
                               hint=f"the regex must match a whole layer name, e.g. {example!r}")
@@ -78,9 +76,8 @@ def _accept_input_keyword(unet: torch.nn.Module) -> None:
         return (kwargs.pop("input"),), kwargs
 
     for layer in unet.modules():
-        if isinstance(layer, LoraLayer) and not getattr(layer, "_flashctl_input_keyword", False):
+        if isinstance(layer, LoraLayer):
             layer.register_forward_pre_hook(positional, with_kwargs=True)
-            layer._flashctl_input_keyword = True
 
 
 def lora_state_dict(backbone: Backbone) -> dict[str, torch.Tensor]:

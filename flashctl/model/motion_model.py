@@ -20,7 +20,8 @@ from ..files import read_json
 from ..progress import NullReporter, Reporter
 from . import flash
 from .interfaces import Backbone, Decoder
-from .lora import add_motion_lora, load_motion_lora, lora_state_dict, lora_targets, set_motion_strength
+from .lora import (add_motion_lora, check_extra_targets, load_motion_lora, lora_state_dict, lora_targets,
+                   set_motion_strength)
 from .motion_alignment import install_mam, uninstall_mam
 from .motion_files import (CONFIG_FILE, DECODER_FILE, FORMAT, LORA_FILE, check_compatible, check_format,
                            diffusers_component, load_lora, save_lora, write_json)
@@ -64,6 +65,7 @@ class MotionModel:
     def add_motion(self, rank: int, alpha: float, extra_targets: list[str] | tuple[str, ...] = ()) -> list[Any]:
         """A fresh motion LoRA (output unchanged until trained) on the backbone's targets + ``extra_targets``;
         returns its parameters, the only trainable ones."""
+        check_extra_targets(self.backbone, extra_targets)
         targets = lora_targets(self.backbone, extra_targets)
         params = add_motion_lora(self.backbone, rank, alpha, targets)
         self.lora = {"file": LORA_FILE, "rank": rank, "alpha": alpha, "targets": targets,
