@@ -32,8 +32,8 @@ from .config_discovery import CONFIG_ENV, CONFIG_NAME, discover_config
 # data (a motion's `current` link does not survive a wheel), so an installed wheel has none.
 SHIPPED_LIBRARY = Path(__file__).resolve().parent.parent / "motions"
 # Component options the embedded default needs: the tiny backbone with the base shipped in its package.
-BUILTIN_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {"backbone": {"animatediff": {"preset": "tiny",
-                                                                                      "base": "shipped"}}}
+BUILTIN_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {"backbone": {"animatediff": {
+    "preset": "tiny", "base": "shipped", "lora_feed_forward": True}}}
 
 
 class Section(BaseModel):

@@ -19,7 +19,8 @@ def test_builtin_defaults_are_the_project_toml():
 
 def test_a_written_component_table_replaces_only_that_components_builtin_one():
     config = FlashConfig.model_validate({"options": {"decoder": {"detail-enhance": {"train_steps": 3}}}})
-    assert config.component_options("backbone", "animatediff") == {"preset": "tiny", "base": "shipped"}
+    assert config.component_options("backbone", "animatediff") == {"preset": "tiny", "base": "shipped",
+                                                                   "lora_feed_forward": True}
     assert config.component_options("decoder", "detail-enhance") == {"train_steps": 3}
     random_base = FlashConfig.model_validate({"options": {"backbone": {"animatediff": {"preset": "tiny"}}}})
     assert random_base.component_options("backbone", "animatediff") == {"preset": "tiny"}  # no base: random weights

@@ -129,6 +129,19 @@ def test_extra_targets_may_be_layers_diffusers_calls_by_keyword(tmp_path, host):
         assert trained and all(fh.get_tensor(k).abs().sum() > 0 for k in trained)
 
 
+@pytest.mark.parametrize("feed_forward", [True, False])
+def test_motion_lora_wraps_the_motion_modules_feed_forward_by_default(tmp_path, host, feed_forward):
+    options = {"backbone": {"animatediff": {} if feed_forward else {"lora_feed_forward": False}}}
+    config = tiny_config(tmp_path, train={"lr": 1e-2}, options=options)
+    library = make_action(config)
+    result = train(config, library, "slide", host, steps=2)
+    with safe_open(str(result.weights_dir / "lora.safetensors"), framework="pt") as fh:
+        ff = [k for k in fh.keys() if "motion_modules" in k and ".ff.net." in k and "lora_B" in k]
+        assert bool(ff) == feed_forward and all(fh.get_tensor(k).abs().sum() > 0 for k in ff)  # trained
+        assert any(".attn1.to_q.lora_B" in k for k in fh.keys())  # temporal attention either way
+    assert any(r"\.ff\.net\." in t for t in library.weights_config("slide")["lora"]["targets"]) == feed_forward
+
+
 def test_an_extra_target_that_matches_no_layer_is_refused_by_name(tmp_path, host):
     config = tiny_config(tmp_path, train={"lora_extra_targets": [r".*motion_modules\.\d+\.to_qq"]})
     library = make_action(config)

@@ -27,6 +27,9 @@ class AnimateDiffOptions(Options):
     target: Literal["latent", "residual"] = Field(
         "latent", description="residual: later frames are diffused as their difference from frame 0 (the "
                               "reference); learns far faster from scratch; motions trained on one refuse the other")
+    lora_feed_forward: bool = Field(True, description="the motion LoRA also wraps the motion modules' feed-forward "
+                                                      "layers (measured better on every demo action: "
+                                                      "docs/results.md); false = temporal attention only")
     # tiny preset geometry (ignored when base= names pretrained weights: their configs rule)
     channels: tuple[int, ...] = Field((32, 64), min_length=2, description="tiny: U-Net block widths")
     vae_channels: tuple[int, ...] = Field((16, 32, 32), min_length=1,

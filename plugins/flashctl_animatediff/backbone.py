@@ -43,17 +43,20 @@ LORA_TARGETS = [
     r".*motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)",
     CROSS_FRAME_QUERY,
 ]
+# the motion modules' feed-forward layers (options lora_feed_forward): pose up on all four demo actions at the same
+# training cost, 3 seeds each (docs/results.md, "Feed-forward LoRA targets")
+FEED_FORWARD_TARGET = r".*motion_modules\.\d+\.transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)"
 
 
 class AnimateDiffBackbone(LatentVideoBackbone):
     name = "animatediff"
-    lora_targets = LORA_TARGETS
     # train's gradient checkpointing wraps these whole (diffusers' own skips motion modules and the spatial
     # transformers' norm and projections): flashctl.model.checkpointing
     checkpoint_modules = r".*\.(attentions|motion_modules)\.\d+"
 
     def __init__(self, components: Components, options: AnimateDiffOptions, device: str, dtype: torch.dtype) -> None:
         self.options = options
+        self.lora_targets = [*LORA_TARGETS, FEED_FORWARD_TARGET] if options.lora_feed_forward else LORA_TARGETS
         self.base_id, self._content = components.base_id, components.content
         self._unet2d_config = public_config(components.unet2d.config)
         self._adapter_config = public_config(components.adapter.config)
