@@ -48,7 +48,7 @@ def hand_setup(cross_frame: bool, args: argparse.Namespace):
     import torch
     from diffusers import DDPMScheduler, UNetMotionModel
     from flashctl_animatediff import AnimateDiffOptions
-    from flashctl_animatediff.backbone import LORA_TARGETS, TEMPORAL_ATTN
+    from flashctl_animatediff.backbone import FEED_FORWARD_TARGET, LORA_TARGETS, TEMPORAL_ATTN
     from flashctl_animatediff.components import tiny_components
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -60,7 +60,8 @@ def hand_setup(cross_frame: bool, args: argparse.Namespace):
         split_attention(unet, TEMPORAL_ATTN)
         set_num_frames(unet, args.frames)
     unet.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=8, target_modules="|".join(LORA_TARGETS)), unet)
+    targets = [*LORA_TARGETS, FEED_FORWARD_TARGET]  # the default: motion modules' attention and feed-forward
+    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=8, target_modules="|".join(targets)), unet)
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     for p in params:
         p.requires_grad_(True)
