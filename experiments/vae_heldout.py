@@ -14,6 +14,7 @@ keypoint estimator still finds the joints after the round trip (PCK at 0.1 body 
 second part.
 
 Run: .venv/bin/python experiments/vae_heldout.py [--clips 4] [--steps 150] [--threads 1] [--splits train heldout drawn]
+     [--base shipped|FOLDER]
 """
 
 from __future__ import annotations
@@ -84,12 +85,14 @@ def main() -> None:
     p.add_argument("--pose-clips", type=int, default=16)
     p.add_argument("--splits", nargs="+", default=["train", "heldout"], choices=("train", "heldout", "drawn"),
                    help="appearance splits to compare (drawn = the outlined cartoon people)")
+    p.add_argument("--base", default="shipped",
+                   help="the base whose VAE is measured: a base folder (e.g. a pretraining run's OUT/decoder-base)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from flashctl.context import BuildContext
     from flashctl.plugins import build_host
 
-    backbone = build_host().registry.create("backbone", "animatediff", {"base": "shipped"}, BuildContext())
+    backbone = build_host().registry.create("backbone", "animatediff", {"base": args.base}, BuildContext())
     vae = backbone.vae.requires_grad_(False)
     result = {split: {**errors(vae, frames(split, args.clips), args.steps),
                       **pose_survival(vae, split, args.pose_clips)} for split in args.splits}

@@ -8,7 +8,10 @@
         [--vae-minutes M] [--decoder-minutes M] [--unet-minutes M] [--render-workers N]
 
 Stage vae trains the AutoencoderKL on frames; stage decoder (optional) goes on training its decoder
-alone, the encoder frozen, and may run beside stage unet (final/ takes its latest checkpoint); stage
+alone, the encoder frozen, and may run beside stage unet (final/ takes its latest checkpoint); run alone
+it also writes OUT/decoder-base/ (vae-base with that decoder): to refit a finished base's decoder, copy the
+base to OUT/vae-base first (its U-Net and latent space stay; motions record the whole base's content id, so
+they are refused on the refitted base until retrained); stage
 unet trains the whole video U-Net (VAE and text encoder frozen) on latent clips of every action with
 flashctl's LAMP-style loss. Checkpoints go to OUT/checkpoints/ every K steps and on Ctrl-C; rerun the
 same command with --resume to go on.

@@ -150,3 +150,11 @@ def test_from_motion_refuses_a_mismatch_before_building_anything(bases, host, tm
     precheck_motion("wave", read_json(tmp_path / "wave" / CONFIG_FILE),
                     tiny_config(tmp_path, options={"backbone": {"animatediff": _sd15(tmp_path / "link")}}),
                     host, BuildContext())  # the same weights elsewhere pass
+
+
+def test_a_base_folder_without_an_id_text_is_named_by_its_option_in_the_error():
+    saved = {"backbone": {"geometry": {"backbone": "animatediff", "base_content_id": "aaaa"}}}
+    with pytest.raises(IncompatibleMotionError) as info:
+        check_compatible("wave", saved, {"backbone": "animatediff", "base_content_id": "bbbb"}, partial=True)
+    assert "None" not in info.value.message
+    assert "base (options.backbone.animatediff.base) has content id bbbb" in info.value.message

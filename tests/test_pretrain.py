@@ -181,6 +181,31 @@ def test_decoder_stage_trains_the_decoder_only_and_final_takes_its_latest_weight
     assert provenance["decoder"]["steps"] == 3 and "decoder alone 3 steps" in (final / "README.md").read_text()
 
 
+def test_decoder_refit_of_a_finished_base_writes_a_base_with_only_its_decoder_changed(tmp_path, registry):
+    """A finished base copied to OUT/vae-base: --stage decoder writes OUT/decoder-base, whose encoder and U-Net
+    (so every motion trained on the base) are the original's, and whose provenance says what was refitted."""
+    import shutil
+
+    final = pretrain(_settings(tmp_path / "first", steps=1), SOURCE, Builder(registry))
+    shutil.copytree(final, tmp_path / "refit" / "vae-base")
+    refit = pretrain(_settings(tmp_path / "refit", stage="decoder", decoder_steps=2), SOURCE, Builder(registry))
+    assert refit == tmp_path / "refit" / "decoder-base"
+    for part in ("vae", "unet"):
+        old, new = (load_file(str(f / part / "diffusion_pytorch_model.safetensors")) for f in (final, refit))
+        assert old.keys() == new.keys()
+        kept = [k for k in old if part == "unet" or not k.startswith(("decoder.", "post_quant"))]
+        assert all(torch.equal(old[k], new[k]) for k in kept)
+        if part == "vae":
+            assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+    provenance = json.loads((refit / "provenance.json").read_text())
+    assert provenance["unet"]["steps"] == 1 and provenance["decoder_refit"]["steps"] == 2
+    assert "refitted 2 steps" in (refit / "README.md").read_text()
+    builder = Builder(registry)
+    builder({"preset": "tiny", "base": str(refit)})  # loads as a base
+    assert torch.equal(builder.made[0].vae.decoder.conv_out.weight,
+                       load_file(str(refit / "vae" / "diffusion_pytorch_model.safetensors"))["decoder.conv_out.weight"])
+
+
 def test_a_stage_budget_ends_the_stage_checkpointed_and_resume_goes_on(tmp_path, registry):
     """``unet_minutes``: the U-Net stage stops after the step that passes its budget, final/ is written from
     what was trained, and --resume with no budget finishes the steps."""

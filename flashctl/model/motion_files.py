@@ -57,7 +57,8 @@ def check_compatible(action: str, saved: dict[str, Any], active: dict[str, Any],
         if theirs[key] != active[key]:
             what, replaces = CONTENT_KEYS[key]
             option = f"options.backbone.{active.get('backbone')}.{'base' if replaces else 'motion_adapter'}"
-            where = f"base {active.get('base')}" if replaces else f"{what} ({option})"
+            named = f" {active['base']}" if active.get("base") else f" ({option})"
+            where = f"base{named}" if replaces else f"{what} ({option})"
             raise IncompatibleMotionError(
                 f"motion '{action}' was trained on {what} weights with content id {theirs[key]} but the configured "
                 f"{where} has content id {active[key]}",

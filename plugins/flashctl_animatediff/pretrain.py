@@ -42,7 +42,7 @@ from .pretrain_data import SAMPLES, ClipSource, Pool, frame_drawer, heldout, rec
 from .pretrain_loop import Run, checkpoint_dir, loop, saved_stage
 
 STAGES = ("vae", "decoder", "unet", "all")
-VAE_BASE, FINAL = "vae-base", "final"
+VAE_BASE, DECODER_BASE, FINAL = "vae-base", "decoder-base", "final"
 MAX_BYTES = 40 * 2**20
 
 
@@ -88,7 +88,8 @@ class PretrainSettings:
 
 def pretrain(settings: PretrainSettings, source: ClipSource, build: Callable[[dict[str, Any]], Any],
              reporter: Reporter | None = None, command: str = "") -> Path:
-    """Run the chosen stage(s) into ``settings.out``; returns ``OUT/final`` (``OUT/vae-base`` for vae, decoder).
+    """Run the chosen stage(s) into ``settings.out``; returns ``OUT/final`` (``OUT/vae-base`` for vae,
+    ``OUT/decoder-base`` for decoder).
 
     ``build(options)`` makes the backbone from this plugin's options (the tiny preset's).
     """
@@ -101,7 +102,9 @@ def pretrain(settings: PretrainSettings, source: ClipSource, build: Callable[[di
         _vae_stage(settings, source, build, reporter)
     if settings.stage == "decoder" or (settings.stage == "all" and settings.decoder_steps > 0):
         _decoder_stage(settings, source, build, reporter)
-    if settings.stage in ("vae", "decoder"):
+    if settings.stage == "decoder":
+        return _write_decoder_base(settings, build, reporter, command)
+    if settings.stage == "vae":
         return out / VAE_BASE
     return _unet_stage(settings, source, build, reporter, command)
 
@@ -195,6 +198,30 @@ def _decoder_stage(s: PretrainSettings, source: ClipSource, build: Callable, rep
                reconstructions(s, source, backbone, "decoder", reporter), reporter)
     reporter.note(f"decoder stage done at step {run.step}; final/ takes its decoder from "
                   f"{checkpoint_dir(s, 'decoder')}")
+
+
+def _write_decoder_base(s: PretrainSettings, build: Callable, reporter: Reporter, command: str) -> Path:
+    """``OUT/decoder-base/``: vae-base with the decoder stage's latest decoder, a base on its own.
+
+    Its encoder, U-Net and latent space are vae-base's, so a finished base copied to ``OUT/vae-base`` gets a
+    new decoder without retraining its U-Net (motions record the whole base's content id: they are refused on
+    the result until retrained). vae-base's provenance is kept and the refit is recorded under ``decoder_refit``.
+    """
+    out = Path(s.out)
+    backbone = _built_from_vae_base(s, build, "decoder")
+    decoder = saved_stage(s, "decoder")
+    backbone.vae.load_state_dict(decoder.lora)
+    earlier = out / VAE_BASE / "provenance.json"
+    provenance = json.loads(earlier.read_text()) if earlier.is_file() else {}
+    provenance["decoder_refit"] = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   "command": command, "settings": s.record(), **_stage_record(decoder)}
+    with atomic_path(out / DECODER_BASE) as tmp:
+        backbone.save_pretrained(tmp)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        if "unet" in provenance:  # a finished base's record: its README says what changed
+            (tmp / "README.md").write_text(_readme(provenance))
+    reporter.note(f"wrote {out / DECODER_BASE}: {out / VAE_BASE} with the decoder of step {decoder.step}")
+    return out / DECODER_BASE
 
 
 _GRADIENTS = (lambda im: im[..., 1:, :] - im[..., :-1, :], lambda im: im[..., :, 1:] - im[..., :, :-1])  # dy, dx
@@ -309,4 +336,12 @@ def _readme(p: dict[str, Any]) -> str:
             f"({p['unet']['seconds']:.0f} s), final loss {p['unet']['final_loss']}. "
             f"Size {p['bytes'] / 2**20:.1f} MB.\n\n"
             f"Load it with `[options.backbone.animatediff] preset = \"tiny\"`, `base = \"<this folder>\"`, "
-            f"`target = \"{s['target']}\"`.\n\nCommand: `{p['command']}`\n")
+            f"`target = \"{s['target']}\"`.\n\nCommand: `{p['command']}`\n" + _refit_line(p))
+
+
+def _refit_line(p: dict[str, Any]) -> str:
+    refit = p.get("decoder_refit")
+    if refit is None:
+        return ""
+    return (f"\nThen the decoder alone was refitted {refit['steps']} steps ({refit['seconds']:.0f} s, encoder and "
+            f"U-Net unchanged): `{refit['command']}`\n")
