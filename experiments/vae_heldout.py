@@ -11,7 +11,8 @@ colour shifts of the background, so a third measure asks what matters for motion
 keypoint estimator still finds the joints after the round trip (PCK at 0.1 body heights on ``--pose-clips`` clips,
 4 frames each, all joints and the limb ends alone: wrists and ankles). A decoder-only fine-tune
 (``scripts/pretrain_base.py --stage decoder``, latent space unchanged, U-Net still valid) can only remove the
-second part.
+second part. ``latent shift``: how far ``--base``'s encoder moved these frames' latents from the shipped
+encoder's (a refitted encoder, ``scripts/pretrain_base.py --stage decoder --encoder-anchor W``; 0 for the shipped base).
 
 Run: .venv/bin/python experiments/vae_heldout.py [--clips 4] [--steps 150] [--threads 1] [--splits train heldout drawn]
      [--base shipped|FOLDER]
@@ -56,6 +57,14 @@ def errors(vae: torch.nn.Module, images: torch.Tensor, steps: int) -> dict[str, 
     return {"round_trip_l1": round(round_trip, 4), "best_latent_l1": round(best, 4)}
 
 
+def latent_shift(vae: torch.nn.Module, reference: torch.nn.Module, images: torch.Tensor) -> float:
+    """RMS of the two encoders' latent difference in the U-Net's units (latents x scaling factor, about unit std):
+    how far a refitted encoder moved these frames from where the U-Net learned them (0 = not at all)."""
+    with torch.no_grad():
+        moved = vae.encode(images).latent_dist.mode() - reference.encode(images).latent_dist.mode()  # (N, c, h, w)
+    return round((moved * reference.config.scaling_factor).pow(2).mean().sqrt().item(), 4)
+
+
 LIMB_ENDS = ("right_wrist", "left_wrist", "right_ankle", "left_ankle")
 
 
@@ -92,17 +101,23 @@ def main() -> None:
     from flashctl.context import BuildContext
     from flashctl.plugins import build_host
 
-    backbone = build_host().registry.create("backbone", "animatediff", {"base": args.base}, BuildContext())
-    vae = backbone.vae.requires_grad_(False)
-    result = {split: {**errors(vae, frames(split, args.clips), args.steps),
-                      **pose_survival(vae, split, args.pose_clips)} for split in args.splits}
+    host = build_host()
+    vae, shipped = (host.registry.create("backbone", "animatediff", {"base": base}, BuildContext()).vae
+                    .requires_grad_(False) for base in (args.base, "shipped"))
+    result = {}
+    for split in args.splits:
+        images = frames(split, args.clips)  # (N, 3, 64, 64)
+        result[split] = {**errors(vae, images, args.steps), **pose_survival(vae, split, args.pose_clips),
+                         "latent_shift": latent_shift(vae, shipped, images)}
     print(json.dumps(result))
     print("| people | round trip L1 | best latent L1 | encoder's share | PCK, frames | PCK, round trip "
-          "| limb ends PCK, frames | limb ends PCK, round trip |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| limb ends PCK, frames | limb ends PCK, round trip | latent shift vs the shipped encoder |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for split, r in result.items():
         share = 1 - r["best_latent_l1"] / r["round_trip_l1"]
         print(f"| {split} | {r['round_trip_l1']:.4f} | {r['best_latent_l1']:.4f} | {share:.0%} | {r['pck']:.3f} "
-              f"| {r['pck_round_trip']:.3f} | {r['pck_limb_ends']:.3f} | {r['pck_round_trip_limb_ends']:.3f} |")
+              f"| {r['pck_round_trip']:.3f} | {r['pck_limb_ends']:.3f} | {r['pck_round_trip_limb_ends']:.3f} "
+              f"| {r['latent_shift']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@
         [--batch B] [--frames 16] [--size 64] [--actions all|a,b] [--clips-per-action N] [--resume]
         [--checkpoint-every K] [--sample-every K] [--seed S] [--threads T] [--device cpu|cuda]
         [--target residual|latent] [--prediction-type v_prediction|epsilon] [--appearance train|wide]
-        [--vae-minutes M] [--decoder-minutes M] [--unet-minutes M] [--render-workers N]
+        [--vae-minutes M] [--decoder-minutes M] [--unet-minutes M] [--render-workers N] [--encoder-anchor W]
 
 Stage vae trains the AutoencoderKL on frames; stage decoder (optional) goes on training its decoder
 alone, the encoder frozen, and may run beside stage unet (final/ takes its latest checkpoint); run alone
 it also writes OUT/decoder-base/ (vae-base with that decoder): to refit a finished base's decoder, copy the
 base to OUT/vae-base first (its U-Net and latent space stay; motions record the whole base's content id, so
-they are refused on the refitted base until retrained); stage
+they are refused on the refitted base until retrained; --encoder-anchor W refits the encoder too, held
+near its original latents); stage
 unet trains the whole video U-Net (VAE and text encoder frozen) on latent clips of every action with
 flashctl's LAMP-style loss. Checkpoints go to OUT/checkpoints/ every K steps and on Ctrl-C; rerun the
 same command with --resume to go on.
@@ -126,6 +127,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--render-workers", type=int, default=0,
                    help="render each stage's training clips up front in this many processes (default: one at a "
                         "time, as the steps first draw them)")
+    p.add_argument("--encoder-anchor", type=float, default=0.0,
+                   help="--stage decoder alone: also refit the encoder, its latents pulled to the original's with "
+                        "this weight (0: encoder frozen)")
     p.add_argument("--no-recolour", dest="recolour", action="store_false",
                    help="train on the train pool's palette only (default: half the clips get a random colour remap)")
     return p.parse_args(argv)
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     source = ClipSource(prompts={name: a.prompt for name, a in {**ACTIONS, **PRIOR_MOTIONS}.items()}, render=clip)
     settings = PretrainSettings(
         out=args.out, stage=args.stage, steps=args.steps, vae_steps=args.vae_steps,
-        decoder_steps=args.decoder_steps, batch=args.batch,
+        decoder_steps=args.decoder_steps, encoder_anchor=args.encoder_anchor, batch=args.batch,
         frames=args.frames, size=args.size,
         actions=() if args.actions == "all" else tuple(a.strip() for a in args.actions.split(",")),
         clips_per_action=args.clips_per_action, checkpoint_every=args.checkpoint_every,

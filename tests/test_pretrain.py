@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,9 +184,7 @@ def test_decoder_stage_trains_the_decoder_only_and_final_takes_its_latest_weight
 
 def test_decoder_refit_of_a_finished_base_writes_a_base_with_only_its_decoder_changed(tmp_path, registry):
     """A finished base copied to OUT/vae-base: --stage decoder writes OUT/decoder-base, whose encoder and U-Net
-    (so every motion trained on the base) are the original's, and whose provenance says what was refitted."""
-    import shutil
-
+    (the latent space and the motion prior) are the original's, and whose provenance says what was refitted."""
     final = pretrain(_settings(tmp_path / "first", steps=1), SOURCE, Builder(registry))
     shutil.copytree(final, tmp_path / "refit" / "vae-base")
     refit = pretrain(_settings(tmp_path / "refit", stage="decoder", decoder_steps=2), SOURCE, Builder(registry))
@@ -199,11 +198,30 @@ def test_decoder_refit_of_a_finished_base_writes_a_base_with_only_its_decoder_ch
             assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
     provenance = json.loads((refit / "provenance.json").read_text())
     assert provenance["unet"]["steps"] == 1 and provenance["decoder_refit"]["steps"] == 2
-    assert "refitted 2 steps" in (refit / "README.md").read_text()
+    assert "decoder alone was refitted (encoder unchanged) 2 steps" in (refit / "README.md").read_text()
     builder = Builder(registry)
     builder({"preset": "tiny", "base": str(refit)})  # loads as a base
     assert torch.equal(builder.made[0].vae.decoder.conv_out.weight,
                        load_file(str(refit / "vae" / "diffusion_pytorch_model.safetensors"))["decoder.conv_out.weight"])
+
+
+def test_encoder_anchor_refits_the_encoder_near_its_latents_and_only_in_the_decoder_stage(tmp_path, registry):
+    with pytest.raises(ConfigError, match="--encoder-anchor"):
+        pretrain(_settings(tmp_path / "a", encoder_anchor=1.0), SOURCE, Builder(registry))
+    vae_base = pretrain(_settings(tmp_path / "b", stage="vae"), SOURCE, Builder(registry))
+    before = load_file(str(vae_base / "vae" / "diffusion_pytorch_model.safetensors"))
+    moved = {}
+    for anchor in (1.0, 1e4):
+        out = tmp_path / f"b{anchor:g}"
+        shutil.copytree(vae_base, out / "vae-base")
+        refit = pretrain(_settings(out, stage="decoder", decoder_steps=3, encoder_anchor=anchor), SOURCE,
+                         Builder(registry))
+        after = load_file(str(refit / "vae" / "diffusion_pytorch_model.safetensors"))
+        moved[anchor] = sum((after[k] - before[k]).abs().sum().item() for k in before if k.startswith("encoder."))
+    assert moved[1.0] > 0  # the encoder trains
+    assert moved[1e4] < moved[1.0]  # a stronger pull keeps it nearer the latents the U-Net learned on
+    record = json.loads((tmp_path / "b1" / "decoder-base" / "provenance.json").read_text())["decoder_refit"]
+    assert record["settings"]["encoder_anchor"] == 1.0 and record["steps"] == 3
 
 
 def test_a_stage_budget_ends_the_stage_checkpointed_and_resume_goes_on(tmp_path, registry):

@@ -5,8 +5,8 @@ its ``provenance.json`` records that command and its settings.
 
 Stage ``vae``: the backbone's AutoencoderKL learns to reconstruct single frames (L1 + a small KL),
 then its latent scale is set to 1/std and a base folder ``OUT/vae-base/`` is written. Stage
-``decoder`` (optional, ``decoder_steps`` > 0): the encoder stays frozen, so the latent space the
-U-Net learns in does not move, while the decoder alone goes on learning (L1 plus L1 on image
+``decoder`` (optional, ``decoder_steps`` > 0): the encoder stays frozen (unless ``encoder_anchor`` > 0, for a
+finished base only), so the latent space the U-Net learns in does not move, while the decoder alone goes on learning (L1 plus L1 on image
 gradients, which keeps thin limbs sharp); its latest checkpoint replaces vae-base's decoder when
 ``final/`` is written, so it can run beside the U-Net stage. Stage ``unet``: that base is rebuilt
 through ``build`` (this plugin's ``base=`` option), the VAE and text encoder stay frozen, and the
@@ -23,6 +23,7 @@ Clips come from the caller's :class:`.pretrain_data.ClipSource`.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from collections.abc import Callable
@@ -67,6 +68,7 @@ class PretrainSettings:
     vae_lr: float = 1e-3
     decoder_lr: float = 5e-4
     edge_weight: float = 1.0  # decoder stage: weight of the L1 on image gradients
+    encoder_anchor: float = 0.0  # decoder stage alone: > 0 refits the encoder too, its latents pulled to the original's
     warmup: int = 50
     kl_weight: float = 1e-4  # times the KL per latent element
     uncond_prob: float = 0.1
@@ -120,6 +122,8 @@ def _check(s: PretrainSettings, source: ClipSource) -> None:
         (s.batch < 1 or s.steps < 1 or s.vae_steps < 1, "--batch/--steps", (s.batch, s.steps, s.vae_steps),
          "positive numbers"),
         (s.checkpoint_every < 1, "--checkpoint-every", s.checkpoint_every, "at least 1"),
+        (s.encoder_anchor < 0 or (s.encoder_anchor > 0 and s.stage != "decoder"), "--encoder-anchor",
+         s.encoder_anchor, "0, or a positive weight with --stage decoder alone (a U-Net trains on the encoder's latents)"),
     ]
     unknown = [a for a in s.actions if a not in source.prompts]
     if unknown:
@@ -179,7 +183,11 @@ def _decoder_stage(s: PretrainSettings, source: ClipSource, build: Callable, rep
 
     backbone = _built_from_vae_base(s, build, "decoder")
     vae = backbone.vae.requires_grad_(False)
-    trained = [vae.decoder, vae.post_quant_conv]  # the encoder (and so the latent space) stays as it is
+    trained = [vae.decoder, vae.post_quant_conv]  # the encoder (and so the latent space) stays as it is ...
+    original = copy.deepcopy(vae).eval() if s.encoder_anchor > 0 else None
+    if original is not None:  # ... unless it is refitted, held near its own latents
+        trained += [vae.encoder, vae.quant_conv]
+    scale = vae.config.scaling_factor
     for part in trained:
         part.requires_grad_(True).train()
     optimizer = torch.optim.AdamW([p for part in trained for p in part.parameters()], lr=s.decoder_lr,
@@ -188,11 +196,17 @@ def _decoder_stage(s: PretrainSettings, source: ClipSource, build: Callable, rep
 
     def loss_at(step: int) -> Any:
         x = frames_to_tensor(draw(step)).to(backbone.device)  # (N, 3, H, W) in [-1, 1]
-        with torch.no_grad():
+        with torch.set_grad_enabled(original is not None):
             z = vae.encode(x).latent_dist.mode()  # (N, c, h, w): what encode_video hands the U-Net, unscaled
         rec = vae.decode(z).sample  # (N, 3, H, W)
         edges = sum((d(rec) - d(x)).abs().mean() for d in _GRADIENTS)
-        return (rec - x).abs().mean() + s.edge_weight * edges
+        loss = (rec - x).abs().mean() + s.edge_weight * edges
+        if original is None:
+            return loss
+        with torch.no_grad():
+            z0 = original.encode(x).latent_dist.mode()  # (N, c, h, w)
+        # frames the original encodes well gain nothing by moving, so the pull keeps them where the U-Net learned
+        return loss + s.encoder_anchor * ((z - z0) * scale).pow(2).mean()  # in the U-Net's unit-variance units
 
     run = loop("decoder", s, vae, optimizer, s.decoder_lr, s.decoder_steps, loss_at,
                reconstructions(s, source, backbone, "decoder", reporter), reporter)
@@ -343,5 +357,7 @@ def _refit_line(p: dict[str, Any]) -> str:
     refit = p.get("decoder_refit")
     if refit is None:
         return ""
-    return (f"\nThen the decoder alone was refitted {refit['steps']} steps ({refit['seconds']:.0f} s, encoder and "
-            f"U-Net unchanged): `{refit['command']}`\n")
+    anchor = refit["settings"].get("encoder_anchor", 0)
+    what = (f"the VAE was refitted (encoder held near its latents, weight {anchor})" if anchor
+            else "the decoder alone was refitted (encoder unchanged)")
+    return f"\nThen {what} {refit['steps']} steps ({refit['seconds']:.0f} s, U-Net unchanged): `{refit['command']}`\n"
