@@ -224,6 +224,10 @@ class EvalSection(Section):
                                description="metric plugins to score with (the defaults pass experiments/metric_sanity.py: "
                                            "a frozen or noisy video cannot beat a real motion)")
     out: str = Field("eval", description="report folder name inside the motion")
+    noise: Literal["shared", "per-sample"] = Field(
+        "shared", description="sampling noise of each reference: shared = animate.seed for all (the set's mean follows "
+                              "one noise draw), per-sample = animate.seed + the reference's index (the mean averages "
+                              "over draws: steadier between seeds)")
 
 
 class RuntimeSection(Section):

@@ -109,6 +109,14 @@ def test_a_frozen_video_scores_worse_on_motion_only(host, library):
     assert (library.root / "good" / "metrics.json").is_file() and (library.root / "still" / "metrics.json").is_file()
 
 
+def test_per_sample_noise_gives_each_reference_its_own_seed(host, library):
+    oracle = Oracle()
+    result = evaluate(config(eval={"metrics": ALL, "noise": "per-sample"}), library, "wave", host, animator=oracle)
+
+    assert [seed for _, seed in oracle.calls] == [7 + i for i in range(CLIPS)]  # shared: all 7 (test above)
+    assert [s["seed"] for s in result.per_sample] == [7 + i for i in range(CLIPS)]  # recorded per reference
+
+
 def test_images_skip_metrics_that_need_a_target(host, library, tmp_path):
     paths = []
     for i, (w, h) in enumerate([(40, 24), (20, 20)]):

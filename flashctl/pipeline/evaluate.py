@@ -204,8 +204,9 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
                                         lambda: load_animator(config, library, action, host, reporter, version)
                                         ) if mine else (animator, None)
     seed = config.animate.seed
+    per_sample_noise = config.eval.noise == "per-sample"
     prompt = library.manifest(action).prompt
-    scored = _score_share(animator, [(i, *samples[i]) for i in mine], seed, prompt,
+    scored = _score_share(animator, [(i, seed + i if per_sample_noise else seed, *samples[i]) for i in mine], prompt,
                           [m for m in active if not m.traits.aggregate], reporter)
     shares = shard.gather(scored)
     out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
@@ -263,15 +264,15 @@ def _tensors(frames: np.ndarray, image: np.ndarray, clip: np.ndarray | None) -> 
     return generated, reference, target
 
 
-def _score_share(animator: Any, share: list[tuple[int, str, np.ndarray, np.ndarray | None]], seed: int, prompt: str,
+def _score_share(animator: Any, share: list[tuple[int, int, str, np.ndarray, np.ndarray | None]], prompt: str,
                  metrics: list[_Metric], reporter: Reporter) -> list[tuple[int, dict, np.ndarray, dict[str, Direction]]]:
-    """Render and score each ``(index, label, reference, clip)`` with the per-sample ``metrics``.
+    """Render and score each ``(index, seed, label, reference, clip)`` with the per-sample ``metrics``.
 
     Returns ``(index, row, video (F, H, W, 3) uint8, the directions of the keys scored)`` per sample.
     """
     scored = []
     reporter.start("eval", total=len(share))
-    for index, label, image, clip in share:
+    for index, seed, label, image, clip in share:
         frames = animator.render(image, seed)  # (F, H, W, 3) uint8
         generated, reference, target = _tensors(frames, image, clip)
         scores: dict[str, float] = {}
