@@ -226,8 +226,8 @@ class EvalSection(Section):
     out: str = Field("eval", description="report folder name inside the motion")
     noise: Literal["shared", "per-sample"] = Field(
         "shared", description="sampling noise of each reference: shared = animate.seed for all (the set's mean follows "
-                              "one noise draw), per-sample = animate.seed + the reference's index (the mean averages "
-                              "over draws: steadier between seeds)")
+                              "one noise draw), per-sample = a seed drawn from (animate.seed, the reference's "
+                              "index): the mean averages over draws that no other reference or seed shares")
 
 
 class RuntimeSection(Section):

@@ -110,11 +110,15 @@ def test_a_frozen_video_scores_worse_on_motion_only(host, library):
 
 
 def test_per_sample_noise_gives_each_reference_its_own_seed(host, library):
-    oracle = Oracle()
-    result = evaluate(config(eval={"metrics": ALL, "noise": "per-sample"}), library, "wave", host, animator=oracle)
-
-    assert [seed for _, seed in oracle.calls] == [7 + i for i in range(CLIPS)]  # shared: all 7 (test above)
-    assert [s["seed"] for s in result.per_sample] == [7 + i for i in range(CLIPS)]  # recorded per reference
+    seeds = {}
+    for seed in (7, 8):
+        oracle = Oracle()
+        result = evaluate(config(eval={"metrics": ALL, "noise": "per-sample"}, animate={"seed": seed}), library,
+                          "wave", host, animator=oracle, out_dir=library.root / f"s{seed}")
+        seeds[seed] = [used for _, used in oracle.calls]
+        assert [s["seed"] for s in result.per_sample] == seeds[seed]  # recorded per reference
+        assert len(set(seeds[seed])) == CLIPS  # shared: all 7 (the test above)
+    assert not set(seeds[7]) & set(seeds[8])  # seed 8 is not seed 7 shifted by one reference
 
 
 def test_images_skip_metrics_that_need_a_target(host, library, tmp_path):

@@ -206,7 +206,8 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     seed = config.animate.seed
     per_sample_noise = config.eval.noise == "per-sample"
     prompt = library.manifest(action).prompt
-    scored = _score_share(animator, [(i, seed + i if per_sample_noise else seed, *samples[i]) for i in mine], prompt,
+    scored = _score_share(animator, [(i, _sample_seed(seed, i) if per_sample_noise else seed, *samples[i]) for i in mine],
+                          prompt,
                           [m for m in active if not m.traits.aggregate], reporter)
     shares = shard.gather(scored)
     out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
@@ -262,6 +263,13 @@ def _tensors(frames: np.ndarray, image: np.ndarray, clip: np.ndarray | None) -> 
     reference = _fit(frames_to_tensor(image[None]), height, width)[0]  # (3, H, W)
     target = None if clip is None else _fit(frames_to_tensor(clip), height, width)  # (F', 3, H, W)
     return generated, reference, target
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    """The sampling seed of reference ``index`` under ``eval.noise = "per-sample"``: drawn from ``(seed, index)``, so
+    no two references and no two seeds share a noise draw (``seed + index`` would give seeds 0 and 1 fifteen of
+    sixteen draws in common, and their means would agree for that reason alone)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def _score_share(animator: Any, share: list[tuple[int, int, str, np.ndarray, np.ndarray | None]], prompt: str,
