@@ -101,9 +101,13 @@ def main() -> None:
     from flashctl.context import BuildContext
     from flashctl.plugins import build_host
 
-    host = build_host()
-    vae, shipped = (host.registry.create("backbone", "animatediff", {"base": base}, BuildContext()).vae
-                    .requires_grad_(False) for base in (args.base, "shipped"))
+    registry = build_host().registry
+
+    def vae_of(base: str) -> torch.nn.Module:
+        return registry.create("backbone", "animatediff", {"base": base}, BuildContext()).vae.requires_grad_(False)
+
+    shipped = vae_of("shipped")
+    vae = shipped if args.base == "shipped" else vae_of(args.base)
     result = {}
     for split in args.splits:
         images = frames(split, args.clips)  # (N, 3, 64, 64)

@@ -203,11 +203,8 @@ def evaluate(config: FlashConfig, library: MotionLibrary, action: str, host: Plu
     animator, weights = _loaded_weights(version, animator,  # a process with no share loads nothing
                                         lambda: load_animator(config, library, action, host, reporter, version)
                                         ) if mine else (animator, None)
-    seed = config.animate.seed
-    per_sample_noise = config.eval.noise == "per-sample"
     prompt = library.manifest(action).prompt
-    scored = _score_share(animator, [(i, _sample_seed(seed, i) if per_sample_noise else seed, *samples[i]) for i in mine],
-                          prompt,
+    scored = _score_share(animator, [(i, _sample_seed(config, i), *samples[i]) for i in mine], prompt,
                           [m for m in active if not m.traits.aggregate], reporter)
     shares = shard.gather(scored)
     out = Path(out_dir) if out_dir is not None else Path(motion_dir) / config.eval.out
@@ -265,10 +262,13 @@ def _tensors(frames: np.ndarray, image: np.ndarray, clip: np.ndarray | None) -> 
     return generated, reference, target
 
 
-def _sample_seed(seed: int, index: int) -> int:
-    """The sampling seed of reference ``index`` under ``eval.noise = "per-sample"``: drawn from ``(seed, index)``, so
-    no two references and no two seeds share a noise draw (``seed + index`` would give seeds 0 and 1 fifteen of
-    sixteen draws in common, and their means would agree for that reason alone)."""
+def _sample_seed(config: FlashConfig, index: int) -> int:
+    """The sampling seed of reference ``index``: ``animate.seed``, or under ``eval.noise = "per-sample"`` one drawn
+    from ``(animate.seed, index)``, so no two references and no two seeds share a noise draw (``seed + index`` would
+    give seeds 0 and 1 fifteen of sixteen draws in common, and their means would agree for that reason alone)."""
+    seed = config.animate.seed
+    if config.eval.noise == "shared":
+        return seed
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
